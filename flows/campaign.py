@@ -1,0 +1,110 @@
+"""The campaign flow: plan the audience slice by slice, send shards, record every outcome.
+
+A shard (tens of batches) is the unit of Prefect work; batches stay inside the
+dispatcher's asyncio loop, which every shard of the run shares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.context import get_run_context
+from prefect.states import Failed
+
+from volley.batches import Shard
+from volley.campaign import Campaign, CampaignRun
+from volley.dispatcher import Dispatcher
+from volley.errors import InputError
+from volley.planning import SlicePlan
+from volley.secrets import install_log_redaction
+from volley.summary import RunSummary
+
+__all__ = ["INPUT_ERROR", "campaign_flow"]
+
+INPUT_ERROR = "InvalidInput"
+
+
+@task(name="plan-slice", cache_policy=NO_CACHE)
+async def plan_next_slice(slices: Iterator[SlicePlan]) -> SlicePlan | None:
+    """Read, validate and batch the next slice of the audience (in a thread: the sends go on)."""
+    return await asyncio.to_thread(next, slices, None)
+
+
+@task(name="send-shard", cache_policy=NO_CACHE, task_run_name="send-{shard_id}")
+async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: Shard) -> int:
+    await dispatcher.send_shard(shard)
+    return shard.rows
+
+
+@task(name="finish-run", cache_policy=NO_CACHE)
+def finish_run(run: CampaignRun) -> RunSummary:
+    return run.finish()
+
+
+def _artifact_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:60] or "campaign"
+
+
+async def _publish(summary: RunSummary) -> None:
+    key = _artifact_key(f"volley-{summary.campaign}")
+    await acreate_markdown_artifact(markdown=summary.markdown(), key=f"{key}-summary", description="Volley run summary")
+    rows = [{"status": status, "rows": n} for status, n in sorted(summary.counts.items())]
+    await acreate_table_artifact(table=rows, key=f"{key}-outcomes", description=f"Outcomes in {summary.outcome_path}")
+
+
+def _flow_run_id() -> str | None:
+    context = get_run_context()
+    run = getattr(context, "flow_run", None)
+    return str(run.id) if run is not None else None
+
+
+@flow(name="volley-campaign")
+async def campaign_flow(
+    spec_path: str,
+    run_key: str | None = None,
+    base_url: str | None = None,
+    results_dir: str | None = None,
+) -> dict[str, object] | State:
+    """Run one campaign: one outcome row per audience row, summary.json and artifacts beside them."""
+    logger = get_run_logger()
+    install_log_redaction(logging.getLogger("prefect"), logging.getLogger("prefect.flow_runs"))
+    try:
+        campaign = Campaign.load(spec_path, base_url=base_url, results_dir=results_dir)
+        campaign.preflight()
+        run = CampaignRun.start(campaign, run_key, _flow_run_id())
+    except InputError as exc:
+        logger.error("%s", exc)
+        return Failed(name=INPUT_ERROR, message=str(exc))
+    logger.info("run %s of %s: outcomes in %s", run.identity.run_id, campaign.spec.name, run.run_dir)
+    slices = run.plan_slices()
+    in_flight: set[asyncio.Task[int]] = set()
+    stopped: InputError | None = None
+    async with run.dispatching() as dispatcher:
+        try:
+            while (plan := await plan_next_slice(slices)) is not None:
+                for shard in plan.shards:
+                    while len(in_flight) >= campaign.spec.shards_in_flight:
+                        done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        for finished in done:
+                            finished.result()
+                    in_flight.add(asyncio.create_task(send_shard(dispatcher, shard.shard_id, shard)))
+        except InputError as exc:  # the source failed mid-way: finish what was queued, keep it all
+            stopped = exc
+        await asyncio.gather(*in_flight)
+    if stopped is not None:
+        summary = run.abandon(str(stopped))
+        logger.error("stopped: %s; %d outcomes kept in %s", stopped, sum(summary.counts.values()), summary.outcome_path)
+        return Failed(name=INPUT_ERROR, message=str(stopped))
+    summary = finish_run(run)
+    await _publish(summary)
+    logger.info(
+        "done in %.1f s: %s", summary.elapsed_seconds, ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v)
+    )
+    return summary.to_dict()

@@ -1,0 +1,1 @@
+"""Pandera models: one audience model per vendor, and the outcome record."""

@@ -1,0 +1,261 @@
+"""A campaign and one run of it: the engine the Prefect flow and the CLI drive.
+
+`Campaign.load` turns a spec file into a connector and a source (all one-line errors);
+`CampaignRun` plans, dispatches and records outcomes for one execution.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+from pydantic import ValidationError
+
+from connectors import connector_class
+from volley import progress
+from volley.batches import Batch
+from volley.connector import RECIPIENT_KEY, Connector
+from volley.dispatcher import Dispatcher, DispatchPolicy
+from volley.errors import SourceError, SpecError
+from volley.outcomes import BatchOutcome, OutcomeWriter, RunIdentity, read_outcomes
+from volley.planning import Planner, SlicePlan
+from volley.sources import AudienceSource, open_source
+from volley.spec import CampaignSpec, format_validation_error, read_spec
+from volley.summary import RunSummary, status_counts, top_errors
+from volley.transport import make_client
+
+__all__ = ["Campaign", "CampaignRun", "DryRunReport", "check_run_key", "default_run_key", "dry_run"]
+
+_RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
+
+
+def default_run_key() -> str:
+    """Today's date (UTC): a daily campaign re-run the same day sends nothing twice."""
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def _new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Campaign:
+    spec: CampaignSpec
+    spec_path: Path
+    connector: Connector
+    source: AudienceSource
+    results_dir: Path
+
+    @classmethod
+    def load(cls, spec_path: str | Path, base_url: str | None = None, results_dir: str | None = None) -> Campaign:
+        path = Path(spec_path)
+        spec = read_spec(path)
+        cls_ = connector_class(spec.vendor)
+        connection = dict(spec.connection)
+        if base_url is not None:
+            connection["base_url"] = base_url
+        try:
+            params = cls_.params_model.model_validate(spec.vendor_params)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(str(path), exc, "vendor_params")) from None
+        try:
+            conn = cls_.connection_model.model_validate(connection)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(str(path), exc, "connection")) from None
+        connector = cls_(params, conn, spec.key)
+        if spec.batch_size is not None and spec.batch_size > cls_.max_batch_rows:
+            raise SpecError(
+                f"{path}: batch_size: {spec.vendor} takes at most {cls_.max_batch_rows} recipients a request"
+            )
+        source = open_source(spec.source)
+        return cls(spec, path, connector, source, Path(results_dir or spec.results_dir))
+
+    @property
+    def batch_rows(self) -> int:
+        return self.spec.batch_size or self.connector.default_batch_rows
+
+    def policy(self) -> DispatchPolicy:
+        limits = self.spec.limits
+        return DispatchPolicy(
+            requests_per_second=limits.requests_per_second,
+            burst=limits.burst,
+            concurrency=limits.concurrency,
+            max_attempts=limits.max_attempts,
+            backoff_initial_seconds=limits.backoff_initial_seconds,
+            backoff_max_seconds=limits.backoff_max_seconds,
+            backoff_jitter_seconds=limits.backoff_jitter_seconds,
+            throttle_backoff_seconds=limits.throttle_backoff_seconds,
+            max_elapsed_seconds=limits.max_elapsed_seconds,
+        )
+
+    def preflight(self) -> None:
+        """Everything that can be checked before sending: the source, the columns the spec names."""
+        self.source.preflight(self.spec.key)
+        schema = self.source.schema()
+        missing = [c for c in self.connector.required_columns() if c not in schema]
+        if missing:
+            raise SourceError(
+                f"{self.source.description}: column {missing[0]!r} named in vendor_params is not in the audience"
+            )
+        empty = pl.DataFrame(schema=schema).with_columns(pl.lit(None, dtype=pl.String).alias(RECIPIENT_KEY))
+        try:
+            self.connector.prepare(empty)
+        except TypeError as exc:
+            raise SourceError(f"{self.source.description}: {exc}") from None
+
+    def run_key_dir(self, run_key: str) -> Path:
+        return self.results_dir / self.spec.name / run_key
+
+    def planner(self, run_key: str, already_accepted: pl.DataFrame | None = None) -> Planner:
+        planner = Planner(
+            connector=self.connector,
+            key=self.spec.key,
+            run_key=run_key,
+            batch_rows=self.batch_rows,
+            shard_batches=self.spec.shard_batches,
+            source=self.source.description,
+        )
+        if already_accepted is not None:
+            planner.already_accepted = already_accepted
+        return planner
+
+
+def check_run_key(run_key: str) -> str:
+    if not _RUN_KEY.match(run_key):
+        raise SpecError(f"--run-key {run_key!r}: use letters, digits and . _ = - (at most 128)")
+    return run_key
+
+
+@dataclass
+class DryRunReport:
+    rows: int
+    counts: dict[str, int]
+    to_send: int
+    batches: int
+    requests_per_second: float | None
+    concurrency: int
+
+    @property
+    def implied_seconds(self) -> float | None:
+        return self.batches / self.requests_per_second if self.requests_per_second else None
+
+
+def dry_run(campaign: Campaign, run_key: str) -> DryRunReport:
+    """Validate and plan the whole audience; send nothing, write nothing."""
+    planner = campaign.planner(run_key, _accepted_before(campaign.run_key_dir(run_key)))
+    rows = to_send = batches = 0
+    counts: dict[str, int] = {}
+    for raw in campaign.source.iter_slices():
+        plan = planner.plan_slice(raw)
+        rows += plan.rows
+        batches += plan.batches
+        to_send += sum(s.rows for s in plan.shards)
+        for status, code, n in plan.decided.group_by("status", "error_code").len().iter_rows():
+            counts[f"{status}: {code}"] = counts.get(f"{status}: {code}", 0) + n
+    limits = campaign.spec.limits
+    return DryRunReport(rows, counts, to_send, batches, limits.requests_per_second, limits.concurrency)
+
+
+def _accepted_before(run_key_dir: Path) -> pl.DataFrame:
+    """Recipient keys accepted by earlier runs under this run key (finished or crashed)."""
+    if not run_key_dir.exists():
+        return pl.DataFrame(schema={RECIPIENT_KEY: pl.String})
+    earlier = read_outcomes(run_key_dir)
+    return earlier.filter(pl.col("status") == "accepted").select(RECIPIENT_KEY).unique()
+
+
+@dataclass
+class CampaignRun:
+    """One execution: its identity, its outcome writer and its counters."""
+
+    campaign: Campaign
+    identity: RunIdentity
+    run_dir: Path
+    writer: OutcomeWriter
+    planner: Planner
+    flow_run_id: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    rows: int = 0
+    batches: int = 0
+    dispatcher: Dispatcher | None = None
+    stopped_by: str | None = None
+
+    @classmethod
+    def start(cls, campaign: Campaign, run_key: str | None = None, flow_run_id: str | None = None) -> CampaignRun:
+        key = check_run_key(run_key or default_run_key())
+        identity = RunIdentity(_new_run_id(), key, campaign.spec.name, campaign.spec.vendor)
+        run_dir = campaign.run_key_dir(key) / identity.run_id
+        accepted = _accepted_before(campaign.run_key_dir(key))
+        writer = OutcomeWriter(run_dir, identity)
+        return cls(campaign, identity, run_dir, writer, campaign.planner(key, accepted), flow_run_id)
+
+    def plan_slices(self) -> Iterator[SlicePlan]:
+        """Plan the audience slice by slice; rows settled before dispatch are recorded at once."""
+        for raw in self.campaign.source.iter_slices():
+            plan = self.planner.plan_slice(raw)
+            self.rows += plan.rows
+            self.batches += plan.batches
+            self.writer.write_frame(plan.decided)
+            progress.emit("planned", plan.rows)
+            progress.emit("settled", plan.decided.height)
+            yield plan
+
+    def record(self, batch: Batch, outcome: BatchOutcome) -> None:
+        self.writer.write_batch(batch.batch_id, batch.row_index, batch.recipient_keys, outcome)
+        progress.emit("sent", len(batch))
+
+    @asynccontextmanager
+    async def dispatching(self, transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Dispatcher]:
+        limits = self.campaign.spec.limits
+        client = make_client(limits.concurrency, limits.timeout_seconds, limits.connect_timeout_seconds, transport)
+        dispatcher = Dispatcher(self.campaign.connector, client, self.campaign.policy(), self.record)
+        async with client, dispatcher:
+            self.dispatcher = dispatcher
+            yield dispatcher
+
+    def finish(self) -> RunSummary:
+        """Compact the outcomes, check the invariant, write summary.json."""
+        path = self.writer.finalize(self.rows)
+        return self._summary(read_outcomes(path), str(path), complete=True)
+
+    def abandon(self, reason: str) -> RunSummary:
+        """The run stopped early (the source failed mid-way): keep every outcome recorded so far."""
+        self.writer.flush()
+        self.stopped_by = reason
+        return self._summary(read_outcomes(self.writer.parts_dir), str(self.writer.parts_dir), complete=False)
+
+    def _summary(self, outcomes: pl.DataFrame, path: str, complete: bool) -> RunSummary:
+        stats = self.dispatcher.stats if self.dispatcher else None
+        aborted = self.dispatcher.aborted if self.dispatcher else None
+        summary = RunSummary(
+            run_id=self.identity.run_id,
+            run_key=self.identity.run_key,
+            campaign=self.identity.campaign,
+            vendor=self.identity.vendor,
+            rows=self.rows,
+            counts=status_counts(outcomes),
+            outcome_path=path,
+            elapsed_seconds=round(time.monotonic() - self.started, 3),
+            requests=stats.requests if stats else 0,
+            retries=stats.retries if stats else 0,
+            throttled=stats.throttled if stats else 0,
+            batches=self.batches,
+            aborted=self.stopped_by or (aborted.message or aborted.error_code if aborted else None),
+            complete=complete,
+            flow_run_id=self.flow_run_id,
+            errors=top_errors(outcomes),
+        )
+        summary.write(self.run_dir)
+        return summary
+
+    def describe(self) -> dict[str, Any]:
+        return {"run_id": self.identity.run_id, "run_key": self.identity.run_key, "run_dir": str(self.run_dir)}

@@ -1,0 +1,260 @@
+"""The dispatcher: a fixed pool of workers, a rate limiter, and the only retry loop.
+
+Vendor-neutral: everything it knows of a vendor comes from the connector's `Resolution`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import stamina
+import stamina.instrumentation
+from aiolimiter import AsyncLimiter
+
+from volley.batches import Batch, Shard
+from volley.connector import Connector, ConnectorError
+from volley.outcomes import BatchOutcome, RowResults, Status
+from volley.resolution import Action, Resolution, classify_transport_error
+from volley.secrets import redact
+
+__all__ = ["DispatchPolicy", "DispatchStats", "Dispatcher"]
+
+log = logging.getLogger("volley.dispatcher")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPolicy:
+    requests_per_second: float | None = None
+    burst: int = 1
+    concurrency: int = 8
+    max_attempts: int = 6
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    backoff_jitter_seconds: float = 1.0
+    throttle_backoff_seconds: float | None = None
+    max_elapsed_seconds: float | None = None
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    auth_refreshes: int = 0
+    throttle_pause_seconds: float = 0.0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class _RetryableError(Exception):
+    """One attempt failed in a way worth another; carries what the vendor said."""
+
+    def __init__(self, resolution: Resolution, http_status: int | None, wait: float | None = None) -> None:
+        super().__init__(resolution.error_code)
+        self.resolution = resolution
+        self.http_status = http_status
+        self.wait = wait
+
+
+@dataclass(slots=True)
+class _Ticket:
+    remaining: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def finish_one(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+
+OutcomeSink = Callable[[Batch, BatchOutcome], None]
+
+
+class Dispatcher:
+    """Send batches with at most `concurrency` requests in flight, paced and retried."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        client: httpx.AsyncClient,
+        policy: DispatchPolicy,
+        on_outcome: OutcomeSink,
+    ) -> None:
+        self._connector = connector
+        self._client = client
+        self._policy = policy
+        self._on_outcome = on_outcome
+        rate = policy.requests_per_second
+        self._limiter = AsyncLimiter(policy.burst, policy.burst / rate) if rate else None
+        self._queue: asyncio.Queue[tuple[Batch, _Ticket] | None] = asyncio.Queue(maxsize=policy.concurrency * 4)
+        self._workers: list[asyncio.Task[None]] = []
+        self._resume_at = 0.0
+        self._aborted: Resolution | None = None
+        self.stats = DispatchStats()
+
+    async def __aenter__(self) -> Dispatcher:
+        # Retries are counted in DispatchStats; stamina's default hooks would log each one.
+        stamina.instrumentation.set_on_retry_hooks([])
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"volley-worker-{i}") for i in range(self._policy.concurrency)
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for _ in self._workers:
+            await self._queue.put(None)
+        await asyncio.gather(*self._workers)
+
+    @property
+    def aborted(self) -> Resolution | None:
+        return self._aborted
+
+    async def send_shard(self, shard: Shard) -> None:
+        """Queue every batch of the shard and return once each has an outcome."""
+        if not shard.batches:
+            return
+        ticket = _Ticket(len(shard.batches))
+        for batch in shard.batches:
+            await self._queue.put((batch, ticket))
+        await ticket.done.wait()
+
+    async def _work(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            batch, ticket = item
+            try:
+                outcome = await self._deliver(batch)
+            except Exception as exc:  # a bug must not lose the batch's rows
+                log.exception("internal error while sending batch %s", batch.batch_id)
+                outcome = _uniform(batch, Status.FAILED, Resolution(Action.FAIL, "INTERNAL_ERROR", redact(repr(exc))))
+            self._on_outcome(batch, outcome)
+            ticket.finish_one()
+
+    def _backoff_hook(self, exc: Exception) -> bool | float:
+        if isinstance(exc, _RetryableError):
+            self.stats.retries += 1
+            return exc.wait if exc.wait is not None else True
+        return False
+
+    async def _deliver(self, batch: Batch) -> BatchOutcome:
+        policy = self._policy
+        attempts = 0
+        submitted_at: datetime | None = None
+        try:
+            async for attempt in stamina.retry_context(
+                on=self._backoff_hook,
+                attempts=policy.max_attempts,
+                timeout=policy.max_elapsed_seconds,
+                wait_initial=policy.backoff_initial_seconds,
+                wait_max=policy.backoff_max_seconds,
+                wait_jitter=policy.backoff_jitter_seconds,
+            ):
+                with attempt:
+                    if self._aborted is not None:
+                        return self._not_sent(batch, attempts, submitted_at)
+                    await self._wait_for_vendor()
+                    attempts += 1
+                    submitted_at = submitted_at or datetime.now(UTC)
+                    return await self._attempt(batch, attempts, submitted_at)
+        except _RetryableError as exc:
+            return _uniform(batch, Status.FAILED, exc.resolution, attempts, exc.http_status, submitted_at)
+        raise AssertionError("unreachable: stamina ends with a return or the last exception")
+
+    async def _wait_for_vendor(self) -> None:
+        """Honour a throttle pause shared by every worker, then the pace of the rate limiter."""
+        # A sleep, not an Event: another throttle answer may push the resume time further out.
+        while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def _pause(self, seconds: float) -> None:
+        resume_at = time.monotonic() + seconds
+        if resume_at > self._resume_at:
+            self.stats.throttle_pause_seconds += resume_at - max(self._resume_at, time.monotonic())
+            self._resume_at = resume_at
+
+    async def _attempt(self, batch: Batch, attempts: int, submitted_at: datetime) -> BatchOutcome:
+        connector = self._connector
+        try:
+            headers = await connector.authorize(self._client)
+        except ConnectorError as exc:
+            return await self._act(batch, exc.resolution, exc.http_status, {}, attempts, submitted_at)
+        except httpx.TransportError as exc:  # logging in is safe to repeat
+            raise _RetryableError(Resolution(Action.RETRY, "AUTH_UNREACHABLE", type(exc).__name__), None) from None
+        call = connector.build_call(batch, headers)
+        self.stats.requests += 1
+        try:
+            response = await self._client.request(
+                call.method, call.url, content=call.content, headers=call.headers, data=call.data
+            )
+        except httpx.TransportError as exc:
+            resolution = classify_transport_error(exc, connector.repeat_safe)
+            return await self._act(batch, resolution, None, headers, attempts, submitted_at)
+        status = response.status_code
+        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        resolution = connector.classify(response)
+        if resolution.action is Action.SUCCESS:
+            results = connector.decode(batch, response)
+            return BatchOutcome(results, attempts, status, submitted_at, datetime.now(UTC))
+        return await self._act(batch, resolution, status, headers, attempts, submitted_at)
+
+    async def _act(
+        self,
+        batch: Batch,
+        resolution: Resolution,
+        http_status: int | None,
+        headers: Mapping[str, str],
+        attempts: int,
+        submitted_at: datetime,
+    ) -> BatchOutcome:
+        action = resolution.action
+        if action is Action.IN_DOUBT and self._connector.repeat_safe:
+            action = Action.RETRY
+        if action is Action.RETRY:
+            raise _RetryableError(resolution, http_status, resolution.wait_seconds)
+        if action is Action.THROTTLE:
+            wait = self._policy.throttle_backoff_seconds
+            if resolution.wait_seconds is not None:
+                wait = resolution.wait_seconds
+            wait = wait if wait is not None else self._connector.throttle_backoff_seconds
+            self.stats.throttled += 1
+            self._pause(wait)
+            raise _RetryableError(resolution, http_status, wait)
+        if action is Action.REFRESH_AUTH:
+            self.stats.auth_refreshes += 1
+            try:
+                await self._connector.reauthorize(self._client, headers)
+            except ConnectorError as exc:
+                return await self._act(batch, exc.resolution, exc.http_status, {}, attempts, submitted_at)
+            raise _RetryableError(resolution, http_status, 0.0)
+        if action is Action.IN_DOUBT:
+            return _uniform(batch, Status.IN_DOUBT, resolution, attempts, http_status, submitted_at)
+        if action is Action.ABORT and self._aborted is None:
+            self._aborted = resolution
+            log.error("stopping the run: %s", redact(resolution.message or resolution.error_code or "aborted"))
+        return _uniform(batch, Status.FAILED, resolution, attempts, http_status, submitted_at)
+
+    def _not_sent(self, batch: Batch, attempts: int, submitted_at: datetime | None) -> BatchOutcome:
+        reason = self._aborted or Resolution(Action.ABORT)
+        message = f"not sent: the run stopped after {reason.error_code}"
+        return _uniform(
+            batch, Status.FAILED, Resolution(Action.ABORT, reason.error_code, message), attempts, None, submitted_at
+        )
+
+
+def _uniform(
+    batch: Batch,
+    status: Status,
+    resolution: Resolution,
+    attempts: int = 0,
+    http_status: int | None = None,
+    submitted_at: datetime | None = None,
+) -> BatchOutcome:
+    message = redact(resolution.message) if resolution.message else None
+    results = RowResults.uniform(len(batch), status, resolution.error_code, message)
+    return BatchOutcome(results, attempts, http_status, submitted_at, datetime.now(UTC))

@@ -1,0 +1,267 @@
+"""The outcome record: one row per source row, written to Parquet as batches finish.
+
+Part files are written whole and renamed into place, so a crash leaves only complete,
+readable parts; `finalize` compacts them into `outcomes.parquet` and checks the invariant.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = [
+    "OUTCOME_SCHEMA",
+    "BatchOutcome",
+    "InvariantError",
+    "OutcomeWriter",
+    "RowResults",
+    "RunIdentity",
+    "Status",
+    "check_invariant",
+    "read_outcomes",
+]
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    INVALID = "invalid"
+    SKIPPED = "skipped"
+    IN_DOUBT = "in_doubt"
+
+
+OUTCOME_SCHEMA: dict[str, pl.DataType] = {
+    "run_id": pl.String(),
+    "run_key": pl.String(),
+    "campaign": pl.String(),
+    "vendor": pl.String(),
+    "row_index": pl.Int64(),
+    "recipient_key": pl.String(),
+    "batch_id": pl.String(),
+    "status": pl.String(),
+    "attempts": pl.Int16(),
+    "http_status": pl.Int16(),
+    "error_code": pl.String(),
+    "error_message": pl.String(),
+    "vendor_ref": pl.String(),
+    "details": pl.String(),
+    "submitted_at": pl.Datetime("us", "UTC"),
+    "completed_at": pl.Datetime("us", "UTC"),
+}
+_PER_ROW = ("row_index", "recipient_key", "status", "error_code", "error_message", "vendor_ref", "details")
+_PER_BATCH = ("batch_id", "attempts", "http_status", "submitted_at", "completed_at")
+
+
+class InvariantError(AssertionError):
+    """The outcome record does not hold exactly one row per source row."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunIdentity:
+    run_id: str
+    run_key: str
+    campaign: str
+    vendor: str
+
+
+@dataclass(slots=True)
+class RowResults:
+    """A connector's reading of one answer: one entry per row of the batch, in batch order."""
+
+    status: list[str]
+    error_code: list[str | None]
+    error_message: list[str | None]
+    vendor_ref: list[str | None]
+    details: list[str | None] | None = None
+
+    @classmethod
+    def uniform(
+        cls,
+        rows: int,
+        status: Status,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        vendor_ref: str | None = None,
+    ) -> RowResults:
+        return cls([status.value] * rows, [error_code] * rows, [error_message] * rows, [vendor_ref] * rows)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What became of one batch after the dispatcher is done with it."""
+
+    results: RowResults
+    attempts: int
+    http_status: int | None
+    submitted_at: datetime | None
+    completed_at: datetime
+
+
+@dataclass
+class OutcomeWriter:
+    """Buffers outcome rows and writes them as complete Parquet part files."""
+
+    run_dir: Path
+    run: RunIdentity
+    flush_rows: int = 50_000
+    flush_seconds: float = 5.0
+    _columns: dict[str, list[Any]] = field(default_factory=dict, init=False)
+    _frames: list[pl.DataFrame] = field(default_factory=list, init=False)
+    _buffered: int = field(default=0, init=False)
+    _parts: int = field(default=0, init=False)
+    _last_flush: float = field(default_factory=time.monotonic, init=False)
+    counts: dict[str, int] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self._parts = len(list(self.parts_dir.glob("part-*.parquet")))
+        self._reset_columns()
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.run_dir / "outcomes"
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / "outcomes.parquet"
+
+    def _reset_columns(self) -> None:
+        self._columns = {name: [] for name in (*_PER_ROW, *_PER_BATCH)}
+
+    def _count(self, statuses: Sequence[str]) -> None:
+        for status in statuses:
+            self.counts[status] = self.counts.get(status, 0) + 1
+
+    def write_frame(self, frame: pl.DataFrame) -> None:
+        """Rows decided before dispatch (invalid, skipped): any subset of the outcome columns."""
+        if frame.height == 0:
+            return
+        self._count_frame(frame)
+        self._frames.append(frame)
+        self._buffered += frame.height
+        self._maybe_flush()
+
+    def _count_frame(self, frame: pl.DataFrame) -> None:
+        for status, n in frame.group_by("status").len().iter_rows():
+            self.counts[status] = self.counts.get(status, 0) + n
+
+    def write_batch(self, batch_id: str, row_index: Sequence[int], keys: Sequence[str], outcome: BatchOutcome) -> None:
+        rows = len(row_index)
+        results = outcome.results
+        cols = self._columns
+        cols["row_index"].extend(row_index)
+        cols["recipient_key"].extend(keys)
+        cols["status"].extend(results.status)
+        cols["error_code"].extend(results.error_code)
+        cols["error_message"].extend(results.error_message)
+        cols["vendor_ref"].extend(results.vendor_ref)
+        cols["details"].extend(results.details if results.details is not None else [None] * rows)
+        for name, value in (
+            ("batch_id", batch_id),
+            ("attempts", outcome.attempts),
+            ("http_status", outcome.http_status),
+            ("submitted_at", outcome.submitted_at),
+            ("completed_at", outcome.completed_at),
+        ):
+            cols[name].extend([value] * rows)
+        self._count(results.status)
+        self._buffered += rows
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def _identity_columns(self) -> list[pl.Expr]:
+        return [
+            pl.lit(self.run.run_id).alias("run_id"),
+            pl.lit(self.run.run_key).alias("run_key"),
+            pl.lit(self.run.campaign).alias("campaign"),
+            pl.lit(self.run.vendor).alias("vendor"),
+        ]
+
+    def _conform(self, frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.with_columns(self._identity_columns())
+        return frame.select(
+            (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in OUTCOME_SCHEMA.items()
+        )
+
+    def flush(self) -> None:
+        """Write everything buffered as one part file, atomically."""
+        self._last_flush = time.monotonic()
+        frames = list(self._frames)
+        if self._columns["row_index"]:
+            frames.append(pl.DataFrame(self._columns, schema={n: OUTCOME_SCHEMA[n] for n in self._columns}))
+        if not frames:
+            return
+        part = pl.concat([self._conform(f) for f in frames], how="vertical")
+        target = self.parts_dir / f"part-{self._parts:05d}.parquet"
+        temporary = target.with_suffix(".parquet.tmp")
+        part.write_parquet(temporary)
+        with temporary.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        self._parts += 1
+        self._frames.clear()
+        self._reset_columns()
+        self._buffered = 0
+
+    def finalize(self, expected_rows: int) -> Path:
+        """Compact the parts into outcomes.parquet (sorted by row_index) and check the invariant."""
+        self.flush()
+        parts = sorted(self.parts_dir.glob("part-*.parquet"))
+        frame = (
+            pl.concat([pl.read_parquet(p) for p in parts], how="vertical").sort("row_index")
+            if parts
+            else pl.DataFrame(schema=OUTCOME_SCHEMA)
+        )
+        check_invariant(frame, expected_rows)
+        temporary = self.path.with_suffix(".parquet.tmp")
+        frame.write_parquet(temporary, statistics=True)
+        os.replace(temporary, self.path)
+        for part in parts:
+            part.unlink()
+        self.parts_dir.rmdir()
+        return self.path
+
+
+def check_invariant(frame: pl.DataFrame, expected_rows: int) -> None:
+    """Every row_index from 0 to n-1 exactly once."""
+    stats = frame.select(
+        pl.len().alias("rows"),
+        pl.col("row_index").n_unique().alias("unique"),
+        pl.col("row_index").min().alias("low"),
+        pl.col("row_index").max().alias("high"),
+    ).row(0, named=True)
+    if expected_rows == 0 and stats["rows"] == 0:
+        return
+    if not (
+        stats["rows"] == expected_rows
+        and stats["unique"] == expected_rows
+        and stats["low"] == 0
+        and stats["high"] == expected_rows - 1
+    ):
+        raise InvariantError(
+            f"outcome invariant broken: {stats['rows']} rows, {stats['unique']} distinct row_index "
+            f"in [{stats['low']}, {stats['high']}], expected exactly 0..{expected_rows - 1}"
+        )
+
+
+def read_outcomes(path: Path) -> pl.DataFrame:
+    """Outcomes of a run directory (finished or not), a results tree, or one Parquet file."""
+    if path.is_file():
+        return pl.read_parquet(path)
+    files = sorted(path.rglob("outcomes.parquet")) + sorted(path.rglob("outcomes/part-*.parquet"))
+    if not files:
+        return pl.DataFrame(schema=OUTCOME_SCHEMA)
+    return pl.concat([pl.read_parquet(f) for f in files], how="vertical")

@@ -1,0 +1,136 @@
+"""Planning: from a slice of the audience to `invalid`/`skipped` outcomes and shards of batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from volley.batches import Batch, Shard, batch_id_for
+from volley.connector import RECIPIENT_KEY, Connector
+from volley.outcomes import Status
+from volley.sources import ROW_INDEX
+from volley.validation import split_invalid
+
+__all__ = ["PAYLOAD", "Planner", "SlicePlan"]
+
+PAYLOAD = "__volley_payload"
+_DECIDED_SCHEMA = {
+    "row_index": pl.Int64,
+    "recipient_key": pl.String,
+    "status": pl.String,
+    "error_code": pl.String,
+    "error_message": pl.String,
+}
+
+
+@dataclass(slots=True)
+class SlicePlan:
+    rows: int
+    decided: pl.DataFrame  # outcomes settled before dispatch (invalid, skipped)
+    shards: list[Shard]
+
+    @property
+    def batches(self) -> int:
+        return sum(len(s.batches) for s in self.shards)
+
+
+@dataclass
+class Planner:
+    """Plans the audience slice by slice; remembers keys across slices to catch duplicates."""
+
+    connector: Connector
+    key: str
+    run_key: str
+    batch_rows: int
+    shard_batches: int
+    source: str
+    already_accepted: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={RECIPIENT_KEY: pl.String}))
+    _seen: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={RECIPIENT_KEY: pl.String, "first_row": pl.Int64}), init=False
+    )
+    _shards: int = field(default=0, init=False)
+
+    def plan_slice(self, raw: pl.DataFrame) -> SlicePlan:
+        frame = raw.with_columns(
+            pl.col(ROW_INDEX).cast(pl.Int64),
+            pl.col(self.key).cast(pl.String, strict=False).str.strip_chars().alias(RECIPIENT_KEY),
+        )
+        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
+        frame = frame.with_columns(
+            pl.col(ROW_INDEX).first().over(RECIPIENT_KEY).alias("__first_in_slice"),
+        ).join(self._seen, on=RECIPIENT_KEY, how="left", nulls_equal=False)
+        first_row = pl.coalesce("first_row", "__first_in_slice")
+        duplicate = ~missing & (first_row != pl.col(ROW_INDEX))
+        accepted_before = ~missing & pl.col(RECIPIENT_KEY).is_in(self.already_accepted[RECIPIENT_KEY].implode())
+        decided_expr = (
+            pl.when(missing)
+            .then(pl.struct(status=pl.lit(Status.INVALID.value), code=pl.lit("recipient_key.missing")))
+            .when(duplicate)
+            .then(pl.struct(status=pl.lit(Status.SKIPPED.value), code=pl.lit("duplicate_key")))
+            .when(accepted_before)
+            .then(pl.struct(status=pl.lit(Status.SKIPPED.value), code=pl.lit("already_accepted")))
+        )
+        frame = frame.with_columns(decided_expr.alias("__decided"), first_row.alias("__first_row")).sort(ROW_INDEX)
+        self._remember(frame.filter(~missing))
+        early = frame.filter(pl.col("__decided").is_not_null()).select(
+            pl.col(ROW_INDEX).alias("row_index"),
+            pl.col(RECIPIENT_KEY).alias("recipient_key"),
+            pl.col("__decided").struct.field("status").alias("status"),
+            pl.col("__decided").struct.field("code").alias("error_code"),
+            pl.when(pl.col("__decided").struct.field("code") == "duplicate_key")
+            .then(pl.format("{}: duplicate of row {} (same key)", pl.lit(self.key), pl.col("__first_row")))
+            .when(pl.col("__decided").struct.field("code") == "already_accepted")
+            .then(pl.lit(f"accepted earlier under run key {self.run_key}"))
+            .otherwise(pl.lit(f"{self.key}: missing or empty"))
+            .alias("error_message"),
+        )
+        candidates = frame.filter(pl.col("__decided").is_null()).drop(
+            "__decided", "__first_row", "__first_in_slice", "first_row"
+        )
+        prepared = self.connector.prepare(candidates)
+        valid, failures = split_invalid(prepared, self.connector.audience_model(), self.source)
+        invalid = (
+            prepared.select(pl.col(ROW_INDEX).alias("row_index"), pl.col(RECIPIENT_KEY).alias("recipient_key"))
+            .with_row_index("position")
+            .join(failures.with_columns(pl.col("position").cast(pl.UInt32)), on="position", how="inner")
+            .select(
+                "row_index",
+                "recipient_key",
+                pl.lit(Status.INVALID.value).alias("status"),
+                "error_code",
+                "error_message",
+            )
+        )
+        decided = pl.concat([early, invalid], how="vertical").cast(_DECIDED_SCHEMA)  # type: ignore[arg-type]
+        return SlicePlan(raw.height, decided, self._cut(valid))
+
+    def _remember(self, frame: pl.DataFrame) -> None:
+        new = (
+            frame.filter(pl.col("first_row").is_null())
+            .group_by(RECIPIENT_KEY)
+            .agg(pl.col(ROW_INDEX).min().alias("first_row"))
+        )
+        if new.height:
+            self._seen = pl.concat([self._seen, new], how="vertical")
+
+    def _cut(self, valid: pl.DataFrame) -> list[Shard]:
+        if valid.height == 0:
+            return []
+        payload = self.connector.encode_rows(valid)
+        rows = valid[ROW_INDEX].to_list()
+        keys = valid[RECIPIENT_KEY].to_list()
+        fragments = payload.to_list()
+        batches = []
+        for start in range(0, len(rows), self.batch_rows):
+            end = start + self.batch_rows
+            row_index = rows[start:end]
+            batches.append(
+                Batch(batch_id_for(self.run_key, row_index), row_index, keys[start:end], fragments[start:end])
+            )
+        shards = []
+        for start in range(0, len(batches), self.shard_batches):
+            group = batches[start : start + self.shard_batches]
+            shards.append(Shard(f"shard-{self._shards:05d}", group))
+            self._shards += 1
+        return shards

@@ -1,0 +1,101 @@
+"""The campaign spec: YAML validated by pydantic, then by the vendor's own models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from volley.errors import SpecError
+
+__all__ = ["CampaignSpec", "LimitsSpec", "SourceSpec", "format_validation_error", "read_spec"]
+
+_Format = Literal["csv", "parquet", "ndjson"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the audience comes from: a file path or a glob of files."""
+
+    path: str = Field(min_length=1)
+    format: _Format | None = None
+    separator: str = Field(default=",", min_length=1, max_length=1)
+    slice_rows: int = Field(default=250_000, ge=1_000)
+
+
+class LimitsSpec(_Strict):
+    """How hard Volley may push the vendor, and how patiently it retries."""
+
+    requests_per_second: float | None = Field(default=None, gt=0)
+    burst: int = Field(default=1, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_initial_seconds: float = Field(default=0.5, ge=0)
+    backoff_max_seconds: float = Field(default=30.0, ge=0)
+    backoff_jitter_seconds: float = Field(default=1.0, ge=0)
+    throttle_backoff_seconds: float | None = Field(default=None, ge=0)
+    max_elapsed_seconds: float | None = Field(default=None, gt=0)
+
+
+class CampaignSpec(_Strict):
+    """A campaign as the user writes it. `vendor_params` and `connection` are checked by the connector."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    vendor: str
+    source: SourceSpec
+    key: str = Field(min_length=1)
+    vendor_params: dict[str, Any] = Field(default_factory=dict)
+    connection: dict[str, Any] = Field(default_factory=dict)
+    limits: LimitsSpec = LimitsSpec()
+    batch_size: int | None = Field(default=None, ge=1)
+    shard_batches: int = Field(default=50, ge=1)
+    shards_in_flight: int = Field(default=2, ge=1, le=16)
+    results_dir: str = "results"
+    schedule: str | None = None
+
+    @field_validator("vendor")
+    @classmethod
+    def _known_vendor(cls, value: str) -> str:
+        from connectors import available
+
+        if value not in available():
+            raise ValueError(f"unknown vendor {value!r}; expected one of {', '.join(available())}")
+        return value
+
+
+def format_validation_error(source: str, error: ValidationError, prefix: str = "") -> str:
+    """One line: the file, the field path and the reason of the first problem."""
+    problems = error.errors(include_url=False, include_input=False)
+    first = problems[0]
+    location = ".".join(str(part) for part in (prefix, *first["loc"]) if part != "")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{source}: {location or '<spec>'}: {first['msg']}{more}"
+
+
+def read_spec(path: str | Path) -> CampaignSpec:
+    """Read and validate a spec file; every problem is a one-line SpecError."""
+    spec_path = Path(path)
+    try:
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{spec_path}: no such spec file") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{spec_path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SpecError(f"{spec_path}: {where}{problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{spec_path}: a campaign spec is a YAML mapping")
+    try:
+        return CampaignSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(str(spec_path), exc)) from None
