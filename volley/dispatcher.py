@@ -128,9 +128,9 @@ class Dispatcher:
             batch, ticket = item
             try:
                 outcome = await self._deliver(batch)
-            except Exception as exc:  # a bug must not lose the batch's rows
+            except Exception as exc:  # a bug must not lose the batch's rows; it may have been sent
                 log.exception("internal error while sending batch %s", batch.batch_id)
-                outcome = _uniform(batch, Status.FAILED, Resolution(Action.FAIL, "INTERNAL_ERROR", redact(repr(exc))))
+                outcome = _uniform(batch, Status.IN_DOUBT, Resolution(Action.IN_DOUBT, "INTERNAL_ERROR", repr(exc)))
             self._on_outcome(batch, outcome)
             ticket.finish_one()
 
@@ -199,7 +199,12 @@ class Dispatcher:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         resolution = connector.classify(response)
         if resolution.action is Action.SUCCESS:
-            results = connector.decode(batch, response)
+            try:
+                results = connector.decode(batch, response)
+            except Exception as exc:  # the vendor acted on the request: never `failed`, which invites a resend
+                log.exception("cannot read the answer to batch %s", batch.batch_id)
+                doubt = Resolution(Action.IN_DOUBT, "UNREADABLE_ANSWER", f"answer could not be read: {exc!r}")
+                return _uniform(batch, Status.IN_DOUBT, doubt, attempts, status, submitted_at)
             return BatchOutcome(results, attempts, status, submitted_at, datetime.now(UTC))
         return await self._act(batch, resolution, status, headers, attempts, submitted_at)
 

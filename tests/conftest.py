@@ -1,0 +1,32 @@
+"""Shared fixtures. Prefect gets its own home per test session (a stale SQLite locks)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="volley-prefect-home-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.pop("PREFECT_API_URL", None)
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.support import RESPONSYS_PASSWORD, RESPONSYS_USER  # noqa: E402
+
+
+@pytest.fixture
+def responsys_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESPONSYS_USER", RESPONSYS_USER)
+    monkeypatch.setenv("RESPONSYS_PASSWORD", RESPONSYS_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One embedded Prefect server for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -1,0 +1,133 @@
+"""The campaign flow end to end against the simulator, with faults injected.
+
+Checked against the simulator's own log: no recipient triggered twice, every valid
+recipient not reported `in_doubt` triggered exactly once, and the invariant holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import pytest
+
+from flows.campaign import campaign_flow
+from sim.log import accepted_recipients, read_log, withheld_requests
+from sim.testing import SimulatorProcess
+from tests.support import audience, responsys_spec, write_spec
+from volley.outcomes import Status, check_invariant
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "responsys_credentials")]
+
+
+def with_bad_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """A null key, a duplicate, an unknown recipient: what every real extract has."""
+    bad = pl.DataFrame(
+        {
+            "customer_id": [None, frame["customer_id"][3], "UNKNOWN-1"],
+            "product_sku": ["x", "y", "z"],
+            "product_name": ["a", "b", "c"],
+        }
+    )
+    return pl.concat([frame.head(50), bad, frame.slice(50)])
+
+
+@pytest.fixture(scope="module")
+def stormy_sim() -> Iterator[SimulatorProcess]:
+    faults = {"5xx": 0.08, "timeout": 0.03, "reset": 0.03, "throttle": 0.05}
+    with SimulatorProcess(latency_ms=2, faults=faults, seed=11, hold_seconds=3, token_ttl=1.5) as sim:
+        yield sim
+
+
+async def run(spec_path: Path, sim: SimulatorProcess, results: Path, run_key: str = "k1") -> dict[str, Any]:
+    summary = await campaign_flow(
+        spec_path=str(spec_path), run_key=run_key, base_url=sim.responsys_url, results_dir=str(results)
+    )
+    assert isinstance(summary, dict), summary
+    return summary
+
+
+async def test_a_fault_storm_ends_with_every_row_final_and_nothing_sent_twice(
+    tmp_path: Path, stormy_sim: SimulatorProcess
+) -> None:
+    source = tmp_path / "audience.parquet"
+    with_bad_rows(audience(8_000)).write_parquet(source)
+    spec = responsys_spec(source, limits={"timeout_seconds": 1.0, "concurrency": 6})
+    spec["connection"]["token_ttl_seconds"] = 3600  # the sim expires tokens after 1.5 s: 401s mid-run
+    summary = await run(write_spec(tmp_path / "spec.yaml", spec), stormy_sim, tmp_path / "results")
+
+    outcomes = pl.read_parquet(summary["outcome_path"])
+    check_invariant(outcomes, 8_003)
+    assert summary["complete"] is True
+    assert set(outcomes["status"].unique()) <= {s.value for s in Status}
+    counts = dict(outcomes.group_by("status").len().iter_rows())
+    assert counts["invalid"] == 1
+    assert counts["skipped"] == 1
+    assert counts["rejected"] >= 1
+    assert counts.get("failed", 0) == 0, outcomes.filter(pl.col("status") == "failed").head()
+
+    log = read_log(stormy_sim.log_path)
+    triggered = accepted_recipients(log)
+    assert triggered["key"].is_duplicated().sum() == 0, "a recipient was triggered twice"
+
+    in_doubt = set(outcomes.filter(pl.col("status") == "in_doubt")["recipient_key"])
+    withheld = withheld_requests(log)
+    assert in_doubt <= set(withheld["key"]), "in_doubt only where the simulator withheld the answer"
+    assert in_doubt, "the storm withheld some answers"
+    accepted = set(outcomes.filter(pl.col("status") == "accepted")["recipient_key"])
+    triggered_keys = set(triggered["key"])
+    assert accepted <= triggered_keys
+    assert triggered_keys - accepted <= in_doubt, "triggered but not reported accepted: must be in doubt"
+    valid_keys = set(outcomes.filter(pl.col("status").is_in(["accepted", "rejected", "in_doubt"]))["recipient_key"])
+    assert valid_keys - in_doubt - set(outcomes.filter(pl.col("status") == "rejected")["recipient_key"]) == accepted
+
+    stats = httpx.get(f"{stormy_sim.responsys_url}/_sim/stats").json()
+    assert summary["throttled"] >= 1 and summary["retries"] >= 1
+    assert stats["logins"] < 20, "logins only when the token expires, never per request"
+    assert (tmp_path / "results" / "test-campaign" / "k1").exists()
+    written = json.loads((Path(summary["outcome_path"]).parent / "summary.json").read_text())
+    assert written["counts"] == summary["counts"]
+
+
+async def test_a_rerun_with_the_same_run_key_sends_only_what_was_not_accepted(tmp_path: Path) -> None:
+    source = tmp_path / "audience.csv"
+    with_bad_rows(audience(900)).write_csv(source)
+    spec_path = write_spec(tmp_path / "spec.yaml", responsys_spec(source))
+    with SimulatorProcess() as sim:
+        first = await run(spec_path, sim, tmp_path / "results", run_key="day-1")
+        second = await run(spec_path, sim, tmp_path / "results", run_key="day-1")
+        other_day = await run(spec_path, sim, tmp_path / "results", run_key="day-2")
+        log = read_log(sim.log_path)
+    assert first["counts"]["accepted"] == 900
+    assert second["counts"]["accepted"] == 0
+    assert second["counts"]["skipped"] == 901
+    assert other_day["counts"]["accepted"] == 900
+    assert accepted_recipients(log)["key"].value_counts()["count"].max() == 2  # once per run key
+
+
+async def test_an_unknown_event_stops_the_run_with_every_row_failed(tmp_path: Path) -> None:
+    source = tmp_path / "audience.csv"
+    audience(2_000).write_csv(source)
+    spec = responsys_spec(source)
+    spec["vendor_params"]["event"] = "No_Such_Event"
+    with SimulatorProcess() as sim:
+        summary = await run(write_spec(tmp_path / "spec.yaml", spec), sim, tmp_path / "results")
+    outcomes = pl.read_parquet(summary["outcome_path"])
+    assert outcomes["status"].unique().to_list() == ["failed"]
+    assert outcomes["error_code"].unique().to_list() == ["REI_EVENT_NOT_FOUND"]
+    assert summary["requests"] <= 4, "stops after the first answers, does not send every batch"
+    assert "REI_EVENT_NOT_FOUND" in summary["aborted"]
+
+
+async def test_bad_input_fails_the_flow_with_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "audience.csv"
+    source.write_bytes(b"id,name\n1,a\n")
+    spec_path = write_spec(tmp_path / "spec.yaml", responsys_spec(source))
+    state = await campaign_flow(spec_path=str(spec_path), run_key="k", return_state=True)  # type: ignore[call-overload]
+    assert state.is_failed()
+    assert state.name == "InvalidInput"
+    assert state.message == f"{source}: key column 'customer_id' not found (columns: id, name)"

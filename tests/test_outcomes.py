@@ -1,0 +1,85 @@
+"""The outcome record: complete part files, compaction, and the one-row-per-source-row invariant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from volley.outcomes import (
+    OUTCOME_SCHEMA,
+    BatchOutcome,
+    InvariantError,
+    OutcomeWriter,
+    RowResults,
+    RunIdentity,
+    Status,
+    check_invariant,
+    read_outcomes,
+)
+
+RUN = RunIdentity("run-1", "2026-11-23", "campaign", "responsys")
+
+
+def writer(tmp_path: Path, flush_rows: int = 1_000) -> OutcomeWriter:
+    return OutcomeWriter(tmp_path / "run-1", RUN, flush_rows=flush_rows, flush_seconds=3600)
+
+
+def sent(rows: int, status: Status = Status.ACCEPTED) -> BatchOutcome:
+    now = datetime.now(UTC)
+    return BatchOutcome(RowResults.uniform(rows, status, vendor_ref="v"), 1, 200, now, now)
+
+
+def test_rows_from_planning_and_dispatch_compact_into_one_sorted_file(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    out.write_batch("b1", [2, 3], ["c", "d"], sent(2))
+    out.write_frame(pl.DataFrame({"row_index": [1, 0], "recipient_key": ["b", "a"], "status": ["invalid", "skipped"]}))
+    path = out.finalize(expected_rows=4)
+    frame = pl.read_parquet(path)
+    assert frame.schema == pl.Schema(OUTCOME_SCHEMA)
+    assert frame["row_index"].to_list() == [0, 1, 2, 3]
+    assert frame["status"].to_list() == ["skipped", "invalid", "accepted", "accepted"]
+    assert frame["run_key"].unique().to_list() == ["2026-11-23"]
+    assert frame.filter(pl.col("status") == "accepted")["attempts"].to_list() == [1, 1]
+    assert not out.parts_dir.exists()
+    assert out.counts == {"accepted": 2, "invalid": 1, "skipped": 1}
+
+
+def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=3)
+    out.write_batch("b1", [0, 1], ["a", "b"], sent(2))
+    assert list(out.parts_dir.glob("*.parquet")) == []
+    out.write_batch("b2", [2, 3], ["c", "d"], sent(2))
+    parts = list(out.parts_dir.glob("*.parquet"))
+    assert len(parts) == 1
+    assert not list(out.parts_dir.glob("*.tmp"))
+    # what a crash leaves behind is readable as it is
+    assert read_outcomes(tmp_path / "run-1")["row_index"].to_list() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("row_index", "expected"),
+    [([0, 1, 1], "3 rows, 2 distinct"), ([0, 1], "2 rows"), ([1, 2, 3], r"in \[1, 3\]")],
+)
+def test_the_invariant_catches_lost_and_doubled_rows(row_index: list[int], expected: str) -> None:
+    with pytest.raises(InvariantError, match=expected):
+        check_invariant(pl.DataFrame({"row_index": row_index}), expected_rows=3)
+
+
+def test_finalize_refuses_a_record_that_breaks_the_invariant(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    out.write_batch("b1", [0, 1], ["a", "b"], sent(2))
+    with pytest.raises(InvariantError):
+        out.finalize(expected_rows=3)
+
+
+def test_read_outcomes_covers_finished_and_unfinished_runs(tmp_path: Path) -> None:
+    done = OutcomeWriter(tmp_path / "k" / "run-a", RUN)
+    done.write_batch("b", [0], ["a"], sent(1))
+    done.finalize(1)
+    crashed = OutcomeWriter(tmp_path / "k" / "run-b", RUN)
+    crashed.write_batch("b", [0], ["a"], sent(1, Status.IN_DOUBT))
+    crashed.flush()
+    assert sorted(read_outcomes(tmp_path / "k")["status"].to_list()) == ["accepted", "in_doubt"]

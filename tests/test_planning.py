@@ -1,0 +1,118 @@
+"""Planning: duplicates are skipped, bad rows become `invalid` outcomes, the rest is batched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.support import audience, responsys_spec, write_spec
+from volley.campaign import Campaign
+from volley.planning import Planner
+from volley.sources import ROW_INDEX
+
+
+@pytest.fixture
+def campaign(tmp_path: Path, responsys_credentials: None) -> Campaign:
+    audience(1).write_csv(tmp_path / "placeholder.csv")
+    return Campaign.load(write_spec(tmp_path / "spec.yaml", responsys_spec(tmp_path / "placeholder.csv")))
+
+
+def planner(campaign: Campaign, **options: object) -> Planner:
+    plan = campaign.planner("2026-11-23")
+    for name, value in options.items():
+        setattr(plan, name, value)
+    return plan
+
+
+def frame(rows: dict[str, list[object]]) -> pl.DataFrame:
+    data = pl.DataFrame(rows, strict=False)
+    return data.with_row_index(ROW_INDEX)
+
+
+def test_duplicate_keys_are_skipped_naming_the_first_row(campaign: Campaign) -> None:
+    plan = planner(campaign).plan_slice(
+        frame({"customer_id": ["A", "B", "A", "A"], "product_sku": ["1"] * 4, "product_name": ["x"] * 4})
+    )
+    decided = plan.decided.sort("row_index")
+    assert decided.select("row_index", "status", "error_code").rows() == [
+        (2, "skipped", "duplicate_key"),
+        (3, "skipped", "duplicate_key"),
+    ]
+    assert decided["error_message"][0] == "customer_id: duplicate of row 0 (same key)"
+    assert [b.row_index for s in plan.shards for b in s.batches] == [[0, 1]]
+
+
+def test_duplicates_are_found_across_slices(campaign: Campaign) -> None:
+    plan = planner(campaign)
+    first = plan.plan_slice(frame({"customer_id": ["A", "B"], "product_sku": ["1", "2"], "product_name": ["x", "y"]}))
+    second = plan.plan_slice(
+        frame({"customer_id": ["B", "C"], "product_sku": ["1", "2"], "product_name": ["x", "y"]}).with_columns(
+            pl.col(ROW_INDEX) + 2
+        )
+    )
+    assert first.decided.height == 0
+    assert second.decided.select("row_index", "error_code", "error_message").rows() == [
+        (2, "duplicate_key", "customer_id: duplicate of row 1 (same key)")
+    ]
+
+
+def test_missing_keys_and_missing_identifiers_are_invalid(campaign: Campaign) -> None:
+    plan = planner(campaign).plan_slice(
+        frame({"customer_id": ["A", None, "  ", "D"], "product_sku": ["1"] * 4, "product_name": ["x"] * 4})
+    )
+    invalid = plan.decided.filter(pl.col("status") == "invalid").sort("row_index")
+    assert invalid.select("row_index", "error_code").rows() == [
+        (1, "recipient_key.missing"),
+        (2, "recipient_key.missing"),
+    ]
+    assert plan.shards[0].batches[0].recipient_keys == ["A", "D"]
+
+
+def test_wrong_types_and_competing_identifiers_are_invalid_with_the_check(
+    tmp_path: Path, responsys_credentials: None
+) -> None:
+    source = tmp_path / "a.csv"
+    audience(1).write_csv(source)
+    spec = responsys_spec(source)
+    spec["vendor_params"]["identify_by"] = "recipientId"
+    campaign = Campaign.load(write_spec(tmp_path / "spec.yaml", spec))
+    plan = campaign.planner("k").plan_slice(
+        frame(
+            {
+                "customer_id": ["12", "abc", "13"],
+                "emailAddress": [None, None, "x@example.com"],
+                "product_sku": ["1", "2", "3"],
+                "product_name": ["a", "b", "c"],
+            }
+        )
+    )
+    invalid = plan.decided.sort("row_index")
+    assert invalid.select("row_index", "status", "error_code").rows() == [
+        (1, "invalid", "recipientId.str_matches"),
+        (2, "invalid", "exactly_one_identifier"),
+    ]
+    assert "recipientId: str_matches" in invalid["error_message"][0]
+    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["12"]]
+
+
+def test_recipients_accepted_before_under_the_run_key_are_skipped(campaign: Campaign) -> None:
+    plan = planner(campaign, already_accepted=pl.DataFrame({"recipient_key": ["B"]})).plan_slice(
+        frame({"customer_id": ["A", "B"], "product_sku": ["1", "2"], "product_name": ["x", "y"]})
+    )
+    assert plan.decided.select("row_index", "status", "error_code").rows() == [(1, "skipped", "already_accepted")]
+
+
+def test_batches_hold_at_most_the_vendor_limit_with_stable_ids(campaign: Campaign) -> None:
+    rows = audience(450).with_row_index(ROW_INDEX)
+    first = planner(campaign, shard_batches=2).plan_slice(rows)
+    again = planner(campaign, shard_batches=2).plan_slice(rows)
+    sizes = [len(b) for s in first.shards for b in s.batches]
+    assert sizes == [200, 200, 50]
+    assert [len(s.batches) for s in first.shards] == [2, 1]
+    assert [b.batch_id for s in first.shards for b in s.batches] == [
+        b.batch_id for s in again.shards for b in s.batches
+    ]
+    other_key = campaign.planner("another-day").plan_slice(rows)
+    assert other_key.shards[0].batches[0].batch_id != first.shards[0].batches[0].batch_id
