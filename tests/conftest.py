@@ -10,11 +10,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.pop("PREFECT_API_URL", None)
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.support import RESPONSYS_PASSWORD, RESPONSYS_USER  # noqa: E402
+from tests.support import RESPONSYS_PASSWORD, RESPONSYS_USER
 
 
 @pytest.fixture

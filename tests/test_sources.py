@@ -89,7 +89,7 @@ def test_missing_file_and_empty_glob(tmp_path: Path) -> None:
 def test_unknown_suffix_asks_for_a_format(tmp_path: Path) -> None:
     path = tmp_path / "audience.dat"
     path.write_text("customer_id\n1\n")
-    with pytest.raises(SourceError, match="set source.format"):
+    with pytest.raises(SourceError, match=r"set source\.format"):
         source(path)
     assert source(path, format="csv").format == "csv"
 
