@@ -129,7 +129,7 @@ async def test_bad_input_fails_the_flow_with_one_line_and_sends_nothing(tmp_path
     source = tmp_path / "audience.csv"
     source.write_bytes(b"id,name\n1,a\n")
     spec_path = write_spec(tmp_path / "spec.yaml", responsys_spec(source))
-    state = await campaign_flow(spec_path=str(spec_path), run_key="k", return_state=True)  # type: ignore[call-overload]
+    state = await campaign_flow(spec_path=str(spec_path), run_key="k", return_state=True)
     assert state.is_failed()
     assert state.name == "InvalidInput"
     assert state.message == f"{source}: key column 'customer_id' not found (columns: id, name)"

@@ -14,7 +14,7 @@ from volley.spec import SourceSpec
 
 
 def source(path: Path | str, **options: object) -> FileSource:
-    return FileSource(SourceSpec(path=str(path), slice_rows=1000, **options))  # type: ignore[arg-type]
+    return FileSource(SourceSpec(path=str(path), slice_rows=1000, **options))
 
 
 def read_all(src: FileSource) -> pl.DataFrame:
