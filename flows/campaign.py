@@ -79,10 +79,13 @@ async def campaign_flow(
         campaign = Campaign.load(spec_path, base_url=base_url, results_dir=results_dir)
         campaign.preflight()
         run = CampaignRun.start(campaign, run_key, _flow_run_id())
+        quota = campaign.check_quota(run.identity.run_key)
     except InputError as exc:
         logger.error("%s", exc)
         return Failed(name=INPUT_ERROR, message=str(exc))
     logger.info("run %s of %s: outcomes in %s", run.identity.run_id, campaign.spec.name, run.run_dir)
+    if quota is not None:
+        logger.info("hourly quota: %s", quota)
     slices = run.plan_slices()
     in_flight: set[asyncio.Task[int]] = set()
     stopped: InputError | None = None

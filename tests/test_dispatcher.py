@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import ClassVar
@@ -253,3 +255,46 @@ async def test_a_bug_anywhere_else_still_gives_every_row_an_outcome(caplog: pyte
     outcomes, _ = await dispatch(Script(), batches(2), connector=Broken())
     assert {o.results.error_code[0] for o in outcomes.values()} == {"INTERNAL_ERROR"}
     assert "internal error while sending batch" in caplog.text
+
+
+async def test_a_request_too_large_is_split_until_it_fits() -> None:
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rows = int(request.headers["X-Rows"])
+        sizes.append(rows)
+        return httpx.Response(413) if rows > 3 else httpx.Response(200)
+
+    class Sized(FakeConnector):
+        def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
+            call = super().build_call(batch, auth_headers)
+            return Call(call.method, call.url, call.content, {**call.headers, "X-Rows": str(len(batch))})
+
+    parts: list[tuple[str, list[str]]] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        dispatcher = Dispatcher(Sized(), client, FAST, lambda b, o: parts.append((b.batch_id, o.results.status)))
+        async with dispatcher:
+            await dispatcher.send_shard(Shard("s", batches(1, rows=10)))
+    assert sizes == [10, 5, 2, 3, 5, 2, 3]
+    assert [p[0] for p in parts] == ["b0.1.1", "b0.1.2", "b0.2.1", "b0.2.2"]
+    assert sum(len(p[1]) for p in parts) == 10
+    assert dispatcher.stats.splits == 3
+
+
+async def test_an_hourly_quota_lets_a_burst_through_then_paces() -> None:
+    script = Script()
+    policy = DispatchPolicy(requests_per_hour=3, concurrency=2)
+    work = batches(4)
+    outcomes: list[str] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
+        dispatcher = Dispatcher(FakeConnector(), client, policy, lambda b, o: outcomes.append(b.batch_id))
+        async with dispatcher:
+            sending = asyncio.ensure_future(dispatcher.send_shard(Shard("s", work)))
+            await asyncio.sleep(0.3)
+            assert sum(script.seen.values()) == 3, "the fourth request waits for the quota"
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            for worker in dispatcher._workers:
+                worker.cancel()
+            dispatcher._workers = []

@@ -116,3 +116,30 @@ def test_batches_hold_at_most_the_vendor_limit_with_stable_ids(campaign: Campaig
     ]
     other_key = campaign.planner("another-day").plan_slice(rows)
     assert other_key.shards[0].batches[0].batch_id != first.shards[0].batches[0].batch_id
+
+
+def test_byte_limited_vendors_get_batches_that_fit_and_oversized_rows_are_invalid(campaign: Campaign) -> None:
+    connector = campaign.connector
+    type(connector).max_row_bytes = 260
+    type(connector).max_batch_bytes = 600
+    try:
+        rows = (
+            audience(7)
+            .with_columns(
+                pl.when(pl.int_range(pl.len()) == 4)
+                .then(pl.lit("x" * 300))
+                .otherwise(pl.col("product_name"))
+                .alias("product_name")
+            )
+            .with_row_index(ROW_INDEX)
+        )
+        plan = planner(campaign).plan_slice(rows)
+    finally:
+        type(connector).max_row_bytes = None
+        type(connector).max_batch_bytes = None
+    assert plan.decided.select("row_index", "error_code").rows() == [(4, "payload.too_large")]
+    batches = [b for s in plan.shards for b in s.batches]
+    assert [i for b in batches for i in b.row_index] == [0, 1, 2, 3, 5, 6]
+    for batch in batches:
+        assert sum(len(p.encode()) + 1 for p in batch.payload) <= 600
+    assert len(batches) > 1

@@ -21,6 +21,14 @@ class Batch:
     def __len__(self) -> int:
         return len(self.row_index)
 
+    def halves(self) -> tuple[Batch, Batch]:
+        """Two batches of (nearly) half the rows each, for a request the vendor found too large."""
+        middle = len(self.row_index) // 2
+        return (
+            Batch(f"{self.batch_id}.1", self.row_index[:middle], self.recipient_keys[:middle], self.payload[:middle]),
+            Batch(f"{self.batch_id}.2", self.row_index[middle:], self.recipient_keys[middle:], self.payload[middle:]),
+        )
+
 
 @dataclass(slots=True)
 class Shard:

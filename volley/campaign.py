@@ -87,6 +87,7 @@ class Campaign:
         limits = self.spec.limits
         return DispatchPolicy(
             requests_per_second=limits.requests_per_second,
+            requests_per_hour=limits.requests_per_hour,
             burst=limits.burst,
             concurrency=limits.concurrency,
             max_attempts=limits.max_attempts,
@@ -111,6 +112,20 @@ class Campaign:
             self.connector.prepare(empty)
         except TypeError as exc:
             raise SourceError(f"{self.source.description}: {exc}") from None
+
+    def check_quota(self, run_key: str) -> str | None:
+        """With an hourly quota: how long the run takes at it; refuses up front when the spec says so."""
+        hourly = self.spec.limits.requests_per_hour
+        if hourly is None:
+            return None
+        requests = dry_run(self, run_key).batches
+        arithmetic = f"{requests:,} requests at {hourly:,} an hour take {requests / hourly:.2f} h"
+        if requests > hourly and self.spec.limits.quota_policy == "refuse":
+            raise SpecError(
+                f"{self.spec_path}: limits.requests_per_hour: {arithmetic}, more than one hour's quota "
+                "(quota_policy: pace spreads the run over hours)"
+            )
+        return arithmetic
 
     def run_key_dir(self, run_key: str) -> Path:
         return self.results_dir / self.spec.name / run_key

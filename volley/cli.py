@@ -56,6 +56,7 @@ def run(
         campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir)
         campaign.preflight()
         key = check_run_key(run_key or default_run_key())
+        campaign.check_quota(key)
         if dry_run:
             _print_dry_run(plan_only(campaign, key))
             return

@@ -74,6 +74,10 @@ class Connector(ABC):
     connection_model: ClassVar[type[ConnectionParams]]
     max_batch_rows: ClassVar[int]
     default_batch_rows: ClassVar[int]
+    # Vendors that limit requests by size: a row's fragment over `max_row_bytes` is `invalid`,
+    # and batches are cut so that their fragments (plus separators) fit `max_batch_bytes`.
+    max_row_bytes: ClassVar[int | None] = None
+    max_batch_bytes: ClassVar[int | None] = None
     # True only when the vendor deduplicates resends (an idempotency key): then a request
     # that got no answer may be sent again. Otherwise it is `in_doubt`.
     repeat_safe: ClassVar[bool] = False

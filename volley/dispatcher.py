@@ -31,6 +31,7 @@ log = logging.getLogger("volley.dispatcher")
 @dataclass(frozen=True, slots=True)
 class DispatchPolicy:
     requests_per_second: float | None = None
+    requests_per_hour: int | None = None
     burst: int = 1
     concurrency: int = 8
     max_attempts: int = 6
@@ -45,10 +46,20 @@ class DispatchPolicy:
 class DispatchStats:
     requests: int = 0
     retries: int = 0
+    splits: int = 0
     throttled: int = 0
     auth_refreshes: int = 0
     throttle_pause_seconds: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
+
+
+class _TooLargeError(Exception):
+    """The vendor refused the request whole for its size (nothing was applied)."""
+
+    def __init__(self, resolution: Resolution, http_status: int | None) -> None:
+        super().__init__(resolution.error_code)
+        self.resolution = resolution
+        self.http_status = http_status
 
 
 class _RetryableError(Exception):
@@ -91,6 +102,8 @@ class Dispatcher:
         self._on_outcome = on_outcome
         rate = policy.requests_per_second
         self._limiter = AsyncLimiter(policy.burst, policy.burst / rate) if rate else None
+        hourly = policy.requests_per_hour
+        self._hourly = AsyncLimiter(hourly, 3600) if hourly else None
         self._queue: asyncio.Queue[tuple[Batch, _Ticket] | None] = asyncio.Queue(maxsize=policy.concurrency * 4)
         self._workers: list[asyncio.Task[None]] = []
         self._resume_at = 0.0
@@ -127,12 +140,24 @@ class Dispatcher:
         while (item := await self._queue.get()) is not None:
             batch, ticket = item
             try:
-                outcome = await self._deliver(batch)
+                settled = await self._deliver_splitting(batch)
             except Exception as exc:  # a bug must not lose the batch's rows; it may have been sent
                 log.exception("internal error while sending batch %s", batch.batch_id)
-                outcome = _uniform(batch, Status.IN_DOUBT, Resolution(Action.IN_DOUBT, "INTERNAL_ERROR", repr(exc)))
-            self._on_outcome(batch, outcome)
+                doubt = Resolution(Action.IN_DOUBT, "INTERNAL_ERROR", repr(exc))
+                settled = [(batch, _uniform(batch, Status.IN_DOUBT, doubt))]
+            for part, outcome in settled:
+                self._on_outcome(part, outcome)
             ticket.finish_one()
+
+    async def _deliver_splitting(self, batch: Batch) -> list[tuple[Batch, BatchOutcome]]:
+        try:
+            return [(batch, await self._deliver(batch))]
+        except _TooLargeError as exc:
+            if len(batch) == 1:
+                return [(batch, _uniform(batch, Status.FAILED, exc.resolution, 1, exc.http_status))]
+            self.stats.splits += 1
+            first, second = batch.halves()
+            return [*await self._deliver_splitting(first), *await self._deliver_splitting(second)]
 
     def _backoff_hook(self, exc: Exception) -> bool | float:
         if isinstance(exc, _RetryableError):
@@ -169,6 +194,8 @@ class Dispatcher:
         # A sleep, not an Event: another throttle answer may push the resume time further out.
         while (delay := self._resume_at - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(delay)
+        if self._hourly is not None:
+            await self._hourly.acquire()
         if self._limiter is not None:
             await self._limiter.acquire()
 
@@ -239,6 +266,8 @@ class Dispatcher:
             raise _RetryableError(resolution, http_status, 0.0)
         if action is Action.IN_DOUBT:
             return _uniform(batch, Status.IN_DOUBT, resolution, attempts, http_status, submitted_at)
+        if action is Action.SPLIT:
+            raise _TooLargeError(resolution, http_status)
         if action is Action.ABORT and self._aborted is None:
             self._aborted = resolution
             log.error("stopping the run: %s", redact(resolution.message or resolution.error_code or "aborted"))

@@ -102,8 +102,9 @@ class Planner:
                 "error_message",
             )
         )
-        decided = pl.concat([early, invalid], how="vertical").cast(_DECIDED_SCHEMA)  # type: ignore[arg-type]
-        return SlicePlan(raw.height, decided, self._cut(valid))
+        encoded, oversized = self._encode(valid)
+        decided = pl.concat([early, invalid, oversized], how="vertical").cast(_DECIDED_SCHEMA)  # type: ignore[arg-type]
+        return SlicePlan(raw.height, decided, self._cut(encoded))
 
     def _remember(self, frame: pl.DataFrame) -> None:
         new = (
@@ -114,23 +115,62 @@ class Planner:
         if new.height:
             self._seen = pl.concat([self._seen, new], how="vertical")
 
-    def _cut(self, valid: pl.DataFrame) -> list[Shard]:
+    def _encode(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Encode valid rows; rows whose fragment is over the vendor's size limit become `invalid`."""
         if valid.height == 0:
+            empty = valid.select(ROW_INDEX, RECIPIENT_KEY).with_columns(pl.lit(None, dtype=pl.String).alias(PAYLOAD))
+            return empty, pl.DataFrame(schema=_DECIDED_SCHEMA)
+        encoded = valid.select(ROW_INDEX, RECIPIENT_KEY).with_columns(self.connector.encode_rows(valid).alias(PAYLOAD))
+        limit = self.connector.max_row_bytes
+        if limit is None:
+            return encoded, pl.DataFrame(schema=_DECIDED_SCHEMA)
+        size = pl.col(PAYLOAD).str.len_bytes()
+        oversized = encoded.filter(size > limit).select(
+            pl.col(ROW_INDEX).alias("row_index"),
+            pl.col(RECIPIENT_KEY).alias("recipient_key"),
+            pl.lit(Status.INVALID.value).alias("status"),
+            pl.lit("payload.too_large").alias("error_code"),
+            pl.format(
+                "the encoded row is {} bytes; {} takes at most {}", size, pl.lit(self.connector.name), limit
+            ).alias("error_message"),
+        )
+        return encoded.filter(size <= limit), oversized
+
+    def _cut(self, encoded: pl.DataFrame) -> list[Shard]:
+        if encoded.height == 0:
             return []
-        payload = self.connector.encode_rows(valid)
-        rows = valid[ROW_INDEX].to_list()
-        keys = valid[RECIPIENT_KEY].to_list()
-        fragments = payload.to_list()
-        batches = []
-        for start in range(0, len(rows), self.batch_rows):
-            end = start + self.batch_rows
-            row_index = rows[start:end]
-            batches.append(
-                Batch(batch_id_for(self.run_key, row_index), row_index, keys[start:end], fragments[start:end])
+        rows = encoded[ROW_INDEX].to_list()
+        keys = encoded[RECIPIENT_KEY].to_list()
+        fragments = encoded[PAYLOAD].to_list()
+        if self.connector.max_batch_bytes is None:
+            bounds = [
+                (start, min(start + self.batch_rows, len(rows))) for start in range(0, len(rows), self.batch_rows)
+            ]
+        else:
+            bounds = _pack_by_bytes(
+                encoded[PAYLOAD].str.len_bytes().to_list(), self.batch_rows, self.connector.max_batch_bytes
             )
+        batches = [
+            Batch(batch_id_for(self.run_key, rows[start:end]), rows[start:end], keys[start:end], fragments[start:end])
+            for start, end in bounds
+        ]
         shards = []
         for start in range(0, len(batches), self.shard_batches):
             group = batches[start : start + self.shard_batches]
             shards.append(Shard(f"shard-{self._shards:05d}", group))
             self._shards += 1
         return shards
+
+
+def _pack_by_bytes(sizes: list[int], max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Greedy, in row order: each batch's fragments plus one separator each fit `max_bytes`."""
+    bounds: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for position, size in enumerate(sizes):
+        rows = position - start
+        if rows and (rows >= max_rows or used + size + 1 > max_bytes):
+            bounds.append((start, position))
+            start, used = position, 0
+        used += size + 1
+    bounds.append((start, len(sizes)))
+    return bounds

@@ -31,6 +31,7 @@ class Action(Enum):
     FAIL = "fail"  # final for this batch
     ABORT = "abort"  # final for this batch and every batch not yet sent (bad credentials, unknown event)
     IN_DOUBT = "in_doubt"  # may have reached the vendor, no answer: do not resend blindly
+    SPLIT = "split"  # the request was too large and refused whole: send each half on its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ DEFAULT_STATUS_TABLE: Mapping[int, Action] = {
     # A gateway timed out waiting for the vendor: the vendor may have acted on the request.
     504: Action.IN_DOUBT,
     401: Action.REFRESH_AUTH,
+    413: Action.SPLIT,
 }
 
 # Failures that prove the request never left this machine: always safe to send again.

@@ -32,6 +32,9 @@ class LimitsSpec(_Strict):
     """How hard Volley may push the vendor, and how patiently it retries."""
 
     requests_per_second: float | None = Field(default=None, gt=0)
+    requests_per_hour: int | None = Field(default=None, gt=0)
+    # A run needing more requests than one hour's quota: spread it over hours, or refuse up front.
+    quota_policy: Literal["pace", "refuse"] = "pace"
     burst: int = Field(default=1, ge=1)
     concurrency: int = Field(default=8, ge=1, le=256)
     timeout_seconds: float = Field(default=30.0, gt=0)
