@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,9 +56,16 @@ class Campaign:
     results_dir: Path
 
     @classmethod
-    def load(cls, spec_path: str | Path, base_url: str | None = None, results_dir: str | None = None) -> Campaign:
+    def load(
+        cls,
+        spec_path: str | Path,
+        base_url: str | None = None,
+        results_dir: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Campaign:
+        """`overrides` are laid over the spec file before validation (e.g. another source for a cancel run)."""
         path = Path(spec_path)
-        spec = read_spec(path)
+        spec = read_spec(path, overrides)
         cls_ = connector_class(spec.vendor)
         connection = dict(spec.connection)
         if base_url is not None:
@@ -83,11 +90,20 @@ class Campaign:
     def batch_rows(self) -> int:
         return self.spec.batch_size or self.connector.default_batch_rows
 
+    @property
+    def requests_per_second(self) -> float | None:
+        """The spec's pace, else the vendor's published default."""
+        return self.spec.limits.requests_per_second or self.connector.default_requests_per_second
+
+    @property
+    def requests_per_hour(self) -> int | None:
+        return self.spec.limits.requests_per_hour or self.connector.default_requests_per_hour
+
     def policy(self) -> DispatchPolicy:
         limits = self.spec.limits
         return DispatchPolicy(
-            requests_per_second=limits.requests_per_second,
-            requests_per_hour=limits.requests_per_hour,
+            requests_per_second=self.requests_per_second,
+            requests_per_hour=self.requests_per_hour,
             burst=limits.burst,
             concurrency=limits.concurrency,
             max_attempts=limits.max_attempts,
@@ -115,7 +131,7 @@ class Campaign:
 
     def check_quota(self, run_key: str) -> str | None:
         """With an hourly quota: how long the run takes at it; refuses up front when the spec says so."""
-        hourly = self.spec.limits.requests_per_hour
+        hourly = self.requests_per_hour
         if hourly is None:
             return None
         requests = dry_run(self, run_key).batches
@@ -176,8 +192,7 @@ def dry_run(campaign: Campaign, run_key: str) -> DryRunReport:
         to_send += sum(s.rows for s in plan.shards)
         for status, code, n in plan.decided.group_by("status", "error_code").len().iter_rows():
             counts[f"{status}: {code}"] = counts.get(f"{status}: {code}", 0) + n
-    limits = campaign.spec.limits
-    return DryRunReport(rows, counts, to_send, batches, limits.requests_per_second, limits.concurrency)
+    return DryRunReport(rows, counts, to_send, batches, campaign.requests_per_second, campaign.spec.limits.concurrency)
 
 
 def _accepted_before(run_key_dir: Path) -> pl.DataFrame:

@@ -82,6 +82,9 @@ class Connector(ABC):
     # that got no answer may be sent again. Otherwise it is `in_doubt`.
     repeat_safe: ClassVar[bool] = False
     throttle_backoff_seconds: ClassVar[float] = 1.0
+    # The vendor's published limits, used when the spec sets none.
+    default_requests_per_second: ClassVar[float | None] = None
+    default_requests_per_hour: ClassVar[int | None] = None
     status_table: ClassVar[Mapping[int, Action]] = DEFAULT_STATUS_TABLE
 
     def __init__(self, params: Any, connection: Any, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from volley.errors import SpecError
 
-__all__ = ["CampaignSpec", "LimitsSpec", "SourceSpec", "format_validation_error", "read_spec"]
+__all__ = ["CampaignSpec", "LimitsSpec", "SourceSpec", "format_validation_error", "merge", "read_spec"]
 
 _Format = Literal["csv", "parquet", "ndjson"]
 
@@ -82,8 +83,17 @@ def format_validation_error(source: str, error: ValidationError, prefix: str = "
     return f"{source}: {location or '<spec>'}: {first['msg']}{more}"
 
 
-def read_spec(path: str | Path) -> CampaignSpec:
-    """Read and validate a spec file; every problem is a one-line SpecError."""
+def merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` laid over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        merged[key] = merge(current, value) if isinstance(current, dict) and isinstance(value, Mapping) else value
+    return merged
+
+
+def read_spec(path: str | Path, overrides: Mapping[str, Any] | None = None) -> CampaignSpec:
+    """Read and validate a spec file (with `overrides` laid over it); every problem is a one-line SpecError."""
     spec_path = Path(path)
     try:
         raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
@@ -98,6 +108,8 @@ def read_spec(path: str | Path) -> CampaignSpec:
         raise SpecError(f"{spec_path}: {where}{problem}") from None
     if not isinstance(raw, dict):
         raise SpecError(f"{spec_path}: a campaign spec is a YAML mapping")
+    if overrides:
+        raw = merge(raw, overrides)
     try:
         return CampaignSpec.model_validate(raw)
     except ValidationError as exc:
