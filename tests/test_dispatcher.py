@@ -80,7 +80,7 @@ async def dispatch(
 ) -> tuple[dict[str, BatchOutcome], Dispatcher]:
     outcomes: dict[str, BatchOutcome] = {}
 
-    def sink(batch: Batch, outcome: BatchOutcome) -> None:
+    async def sink(batch: Batch, outcome: BatchOutcome) -> None:
         assert batch.batch_id not in outcomes, "one outcome per batch"
         outcomes[batch.batch_id] = outcome
 
@@ -272,7 +272,11 @@ async def test_a_request_too_large_is_split_until_it_fits() -> None:
 
     parts: list[tuple[str, list[str]]] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        dispatcher = Dispatcher(Sized(), client, FAST, lambda b, o: parts.append((b.batch_id, o.results.status)))
+
+        async def sink(batch: Batch, outcome: BatchOutcome) -> None:
+            parts.append((batch.batch_id, outcome.results.status))
+
+        dispatcher = Dispatcher(Sized(), client, FAST, sink)
         async with dispatcher:
             await dispatcher.send_shard(Shard("s", batches(1, rows=10)))
     assert sizes == [10, 5, 2, 3, 5, 2, 3]
@@ -287,7 +291,11 @@ async def test_an_hourly_quota_lets_a_burst_through_then_paces() -> None:
     work = batches(4)
     outcomes: list[str] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
-        dispatcher = Dispatcher(FakeConnector(), client, policy, lambda b, o: outcomes.append(b.batch_id))
+
+        async def sink(batch: Batch, outcome: BatchOutcome) -> None:
+            outcomes.append(batch.batch_id)
+
+        dispatcher = Dispatcher(FakeConnector(), client, policy, sink)
         async with dispatcher:
             sending = asyncio.ensure_future(dispatcher.send_shard(Shard("s", work)))
             await asyncio.sleep(0.3)
@@ -298,3 +306,35 @@ async def test_an_hourly_quota_lets_a_burst_through_then_paces() -> None:
             for worker in dispatcher._workers:
                 worker.cancel()
             dispatcher._workers = []
+
+
+async def test_nothing_is_sent_without_its_intent_on_record_and_a_broken_record_stops_the_run() -> None:
+    script = Script()
+    intents: list[str] = []
+
+    async def intend(batch: Batch) -> None:
+        if len(intents) == 2:
+            raise OSError("disk full")
+        intents.append(batch.batch_id)
+
+    async def sink(batch: Batch, outcome: BatchOutcome) -> None:
+        assert batch.batch_id in intents or outcome.attempts == 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
+        dispatcher = Dispatcher(FakeConnector(), client, DispatchPolicy(concurrency=1), sink, intend)
+        async with dispatcher:
+            await dispatcher.send_shard(Shard("s", batches(5)))
+    assert sorted(script.seen) == intents == ["b0", "b1"]
+    assert dispatcher.aborted is not None
+    assert dispatcher.aborted.error_code == "LEDGER_UNAVAILABLE"
+
+
+async def test_an_outcome_that_cannot_be_recorded_fails_the_run_instead_of_hanging() -> None:
+    async def sink(batch: Batch, outcome: BatchOutcome) -> None:
+        raise OSError("disk full")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(Script())) as client:
+        dispatcher = Dispatcher(FakeConnector(), client, FAST, sink)
+        with pytest.raises(OSError, match="disk full"):
+            async with dispatcher:
+                await asyncio.wait_for(dispatcher.send_shard(Shard("s", batches(3))), timeout=10)

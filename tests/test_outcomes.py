@@ -50,13 +50,18 @@ def test_rows_from_planning_and_dispatch_compact_into_one_sorted_file(tmp_path: 
 def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
     out = writer(tmp_path, flush_rows=3)
     out.write_batch("b1", [0, 1], ["a", "b"], sent(2))
-    assert list(out.parts_dir.glob("*.parquet")) == []
+    assert not out.flush_due
     out.write_batch("b2", [2, 3], ["c", "d"], sent(2))
+    assert out.flush_due
+    pending = out.detach()
+    out.write_batch("b3", [4], ["e"], sent(1))  # the buffer goes on while the part is written
+    out.write_part(pending)
     parts = list(out.parts_dir.glob("*.parquet"))
     assert len(parts) == 1
     assert not list(out.parts_dir.glob("*.tmp"))
     # what a crash leaves behind is readable as it is
     assert read_outcomes(tmp_path / "run-1")["row_index"].to_list() == [0, 1, 2, 3]
+    assert out.finalize(expected_rows=5) == out.path
 
 
 @pytest.mark.parametrize(

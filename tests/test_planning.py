@@ -97,11 +97,40 @@ def test_wrong_types_and_competing_identifiers_are_invalid_with_the_check(
     assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["12"]]
 
 
-def test_recipients_accepted_before_under_the_run_key_are_skipped(campaign: Campaign) -> None:
-    plan = planner(campaign, already_accepted=pl.DataFrame({"recipient_key": ["B"]})).plan_slice(
-        frame({"customer_id": ["A", "B"], "product_sku": ["1", "2"], "product_name": ["x", "y"]})
-    )
-    assert plan.decided.select("row_index", "status", "error_code").rows() == [(1, "skipped", "already_accepted")]
+HISTORY = pl.DataFrame(
+    {
+        "recipient_key": ["B", "C", "D", "E", "F"],
+        "status": ["accepted", "rejected", "failed", "in_doubt", "unanswered"],
+        "run_id": ["r1", "r1", "r1", "r2", "r2"],
+    }
+)
+FIVE: dict[str, list[object]] = {
+    "customer_id": ["A", "B", "C", "D", "E", "F"],
+    "product_sku": ["1"] * 6,
+    "product_name": ["x"] * 6,
+}
+
+
+def test_a_rerun_skips_what_was_settled_and_reports_what_is_in_doubt(campaign: Campaign) -> None:
+    plan = planner(campaign, history=HISTORY).plan_slice(frame(FIVE))
+    assert plan.decided.select("row_index", "status", "error_code").rows() == [
+        (1, "skipped", "already_accepted"),
+        (2, "skipped", "rejected_before"),
+        (3, "skipped", "failed_before"),
+        (4, "in_doubt", "in_doubt_before"),
+        (5, "in_doubt", "unanswered_before"),
+    ]
+    messages = plan.decided["error_message"].to_list()
+    assert messages[0] == "accepted by run r1 under run key 2026-11-23"
+    assert messages[1].endswith("; --retry-failed sends it again")
+    assert messages[4].startswith("sent with no answer recorded (the run stopped) by run r2")
+    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["A"]]
+
+
+def test_retry_failed_and_resend_in_doubt_send_those_rows_again(campaign: Campaign) -> None:
+    plan = planner(campaign, history=HISTORY, retry_failed=True, resend_in_doubt=True).plan_slice(frame(FIVE))
+    assert plan.decided.select("row_index", "error_code").rows() == [(1, "already_accepted")]
+    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["A", "C", "D", "E", "F"]]
 
 
 def test_batches_hold_at_most_the_vendor_limit_with_stable_ids(campaign: Campaign) -> None:

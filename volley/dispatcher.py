@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -83,7 +83,8 @@ class _Ticket:
             self.done.set()
 
 
-OutcomeSink = Callable[[Batch, BatchOutcome], None]
+OutcomeSink = Callable[[Batch, BatchOutcome], Awaitable[None]]
+IntentSink = Callable[[Batch], Awaitable[None]]
 
 
 class Dispatcher:
@@ -95,11 +96,13 @@ class Dispatcher:
         client: httpx.AsyncClient,
         policy: DispatchPolicy,
         on_outcome: OutcomeSink,
+        on_intent: IntentSink | None = None,
     ) -> None:
         self._connector = connector
         self._client = client
         self._policy = policy
         self._on_outcome = on_outcome
+        self._on_intent = on_intent
         rate = policy.requests_per_second
         self._limiter = AsyncLimiter(policy.burst, policy.burst / rate) if rate else None
         hourly = policy.requests_per_hour
@@ -108,6 +111,7 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._resume_at = 0.0
         self._aborted: Resolution | None = None
+        self._fatal: Exception | None = None
         self.stats = DispatchStats()
 
     async def __aenter__(self) -> Dispatcher:
@@ -122,6 +126,8 @@ class Dispatcher:
         for _ in self._workers:
             await self._queue.put(None)
         await asyncio.gather(*self._workers)
+        if self._fatal is not None and exc_info[0] is None:
+            raise self._fatal
 
     @property
     def aborted(self) -> Resolution | None:
@@ -140,14 +146,33 @@ class Dispatcher:
         while (item := await self._queue.get()) is not None:
             batch, ticket = item
             try:
-                settled = await self._deliver_splitting(batch)
+                settled = await self._send_with_intent(batch)
             except Exception as exc:  # a bug must not lose the batch's rows; it may have been sent
                 log.exception("internal error while sending batch %s", batch.batch_id)
                 doubt = Resolution(Action.IN_DOUBT, "INTERNAL_ERROR", repr(exc))
                 settled = [(batch, _uniform(batch, Status.IN_DOUBT, doubt))]
-            for part, outcome in settled:
-                self._on_outcome(part, outcome)
-            ticket.finish_one()
+            try:
+                for part, outcome in settled:
+                    await self._on_outcome(part, outcome)
+            except Exception as exc:  # the outcome could not be recorded: stop sending, fail the run
+                log.exception("cannot record the outcome of batch %s", batch.batch_id)
+                self._aborted = self._aborted or Resolution(Action.ABORT, "RECORD_FAILED", redact(repr(exc)))
+                self._fatal = self._fatal or exc
+            finally:
+                ticket.finish_one()
+
+    async def _send_with_intent(self, batch: Batch) -> list[tuple[Batch, BatchOutcome]]:
+        """Nothing goes out before its intent is on record; a run that cannot record stops."""
+        if self._aborted is not None:
+            return [(batch, self._not_sent(batch, 0, None))]
+        if self._on_intent is not None:
+            try:
+                await self._on_intent(batch)
+            except Exception as exc:
+                log.exception("cannot record the intent of batch %s", batch.batch_id)
+                self._aborted = Resolution(Action.ABORT, "LEDGER_UNAVAILABLE", redact(f"ledger: {exc!r}"))
+                return [(batch, self._not_sent(batch, 0, None))]
+        return await self._deliver_splitting(batch)
 
     async def _deliver_splitting(self, batch: Batch) -> list[tuple[Batch, BatchOutcome]]:
         try:

@@ -7,6 +7,7 @@ readable parts; `finalize` compacts them into `outcomes.parquet` and checks the 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from volley.crashpoints import crash_point
 
 __all__ = [
     "OUTCOME_SCHEMA",
@@ -107,8 +110,22 @@ class BatchOutcome:
 
 
 @dataclass
+class _Pending:
+    """Rows taken out of the writer's buffer, to be written as part `number`."""
+
+    number: int
+    frames: list[pl.DataFrame]
+    columns: dict[str, list[Any]]
+
+
+@dataclass
 class OutcomeWriter:
-    """Buffers outcome rows and writes them as complete Parquet part files."""
+    """Buffers outcome rows and writes them as complete Parquet part files.
+
+    Buffering is thread-safe (the planner writes from its thread, the dispatcher from the
+    loop), and a part can be written off the event loop: `detach()` on the loop, then
+    `write_part()` in a thread.
+    """
 
     run_dir: Path
     run: RunIdentity
@@ -119,12 +136,13 @@ class OutcomeWriter:
     _buffered: int = field(default=0, init=False)
     _parts: int = field(default=0, init=False)
     _last_flush: float = field(default_factory=time.monotonic, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     counts: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._parts = len(list(self.parts_dir.glob("part-*.parquet")))
-        self._reset_columns()
+        self._columns = self._empty_columns()
 
     @property
     def parts_dir(self) -> Path:
@@ -134,52 +152,78 @@ class OutcomeWriter:
     def path(self) -> Path:
         return self.run_dir / "outcomes.parquet"
 
-    def _reset_columns(self) -> None:
-        self._columns = {name: [] for name in (*_PER_ROW, *_PER_BATCH)}
+    @staticmethod
+    def _empty_columns() -> dict[str, list[Any]]:
+        return {name: [] for name in (*_PER_ROW, *_PER_BATCH, "rows")}
 
-    def _count(self, statuses: Sequence[str]) -> None:
-        for status in statuses:
-            self.counts[status] = self.counts.get(status, 0) + 1
+    @property
+    def flush_due(self) -> bool:
+        return self._buffered >= self.flush_rows or (
+            self._buffered > 0 and time.monotonic() - self._last_flush >= self.flush_seconds
+        )
 
     def write_frame(self, frame: pl.DataFrame) -> None:
         """Rows decided before dispatch (invalid, skipped): any subset of the outcome columns."""
         if frame.height == 0:
             return
-        self._count_frame(frame)
-        self._frames.append(frame)
-        self._buffered += frame.height
-        self._maybe_flush()
-
-    def _count_frame(self, frame: pl.DataFrame) -> None:
-        for status, n in frame.group_by("status").len().iter_rows():
-            self.counts[status] = self.counts.get(status, 0) + n
+        with self._lock:
+            self._frames.append(frame)
+            self._buffered += frame.height
 
     def write_batch(self, batch_id: str, row_index: Sequence[int], keys: Sequence[str], outcome: BatchOutcome) -> None:
+        """One batch's outcome; what is the same for the whole batch is kept once, not per row."""
         rows = len(row_index)
         results = outcome.results
-        cols = self._columns
-        cols["row_index"].extend(row_index)
-        cols["recipient_key"].extend(keys)
-        cols["status"].extend(results.status)
-        cols["error_code"].extend(results.error_code)
-        cols["error_message"].extend(results.error_message)
-        cols["vendor_ref"].extend(results.vendor_ref)
-        cols["details"].extend(results.details if results.details is not None else [None] * rows)
-        for name, value in (
-            ("batch_id", batch_id),
-            ("attempts", outcome.attempts),
-            ("http_status", outcome.http_status),
-            ("submitted_at", outcome.submitted_at),
-            ("completed_at", outcome.completed_at),
-        ):
-            cols[name].extend([value] * rows)
-        self._count(results.status)
-        self._buffered += rows
-        self._maybe_flush()
+        with self._lock:
+            cols = self._columns
+            cols["row_index"].extend(row_index)
+            cols["recipient_key"].extend(keys)
+            cols["status"].extend(results.status)
+            cols["error_code"].extend(results.error_code)
+            cols["error_message"].extend(results.error_message)
+            cols["vendor_ref"].extend(results.vendor_ref)
+            cols["details"].extend(results.details if results.details is not None else [None] * rows)
+            cols["batch_id"].append(batch_id)
+            cols["attempts"].append(outcome.attempts)
+            cols["http_status"].append(outcome.http_status)
+            cols["submitted_at"].append(outcome.submitted_at)
+            cols["completed_at"].append(outcome.completed_at)
+            cols["rows"].append(rows)
+            self._buffered += rows
 
-    def _maybe_flush(self) -> None:
-        if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+    def detach(self) -> _Pending | None:
+        """Take everything buffered, to be written as the next part."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if self._buffered == 0:
+                return None
+            pending = _Pending(self._parts, self._frames, self._columns)
+            self._parts += 1
+            self._frames, self._columns, self._buffered = [], self._empty_columns(), 0
+        return pending
+
+    def write_part(self, pending: _Pending | None) -> None:
+        """Write detached rows as one part file, whole or not at all (temporary file, fsync, rename)."""
+        if pending is None:
+            return
+        frames = [self._conform(f) for f in pending.frames]
+        if pending.columns["row_index"]:
+            frames.append(self._conform(_sent_frame(pending.columns)))
+        part = pl.concat(frames, how="vertical")
+        target = self.parts_dir / f"part-{pending.number:05d}.parquet"
+        temporary = target.with_suffix(".parquet.tmp")
+        part.write_parquet(temporary, compression="lz4")
+        with temporary.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        counts = part.group_by("status").len().iter_rows()
+        with self._lock:
+            for status, n in counts:
+                self.counts[status] = self.counts.get(status, 0) + n
+
+    def flush(self) -> None:
+        """Write everything buffered now, on this thread."""
+        self.write_part(self.detach())
 
     def _identity_columns(self) -> list[pl.Expr]:
         return [
@@ -196,38 +240,21 @@ class OutcomeWriter:
             for name, dtype in OUTCOME_SCHEMA.items()
         )
 
-    def flush(self) -> None:
-        """Write everything buffered as one part file, atomically."""
-        self._last_flush = time.monotonic()
-        frames = list(self._frames)
-        if self._columns["row_index"]:
-            frames.append(pl.DataFrame(self._columns, schema={n: OUTCOME_SCHEMA[n] for n in self._columns}))
-        if not frames:
-            return
-        part = pl.concat([self._conform(f) for f in frames], how="vertical")
-        target = self.parts_dir / f"part-{self._parts:05d}.parquet"
-        temporary = target.with_suffix(".parquet.tmp")
-        part.write_parquet(temporary)
-        with temporary.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        self._parts += 1
-        self._frames.clear()
-        self._reset_columns()
-        self._buffered = 0
-
     def finalize(self, expected_rows: int) -> Path:
         """Compact the parts into outcomes.parquet (sorted by row_index) and check the invariant."""
         self.flush()
         parts = sorted(self.parts_dir.glob("part-*.parquet"))
-        frame = (
-            pl.concat([pl.read_parquet(p) for p in parts], how="vertical").sort("row_index")
-            if parts
-            else pl.DataFrame(schema=OUTCOME_SCHEMA)
-        )
-        check_invariant(frame, expected_rows)
         temporary = self.path.with_suffix(".parquet.tmp")
-        frame.write_parquet(temporary, statistics=True)
+        if parts:
+            pl.scan_parquet(parts).sort("row_index").sink_parquet(temporary, statistics=True)
+        else:
+            pl.DataFrame(schema=OUTCOME_SCHEMA).write_parquet(temporary)
+        try:
+            check_invariant(pl.scan_parquet(temporary), expected_rows)
+        except InvariantError:
+            temporary.unlink()
+            raise
+        crash_point("finalize")
         os.replace(temporary, self.path)
         for part in parts:
             part.unlink()
@@ -235,14 +262,30 @@ class OutcomeWriter:
         return self.path
 
 
-def check_invariant(frame: pl.DataFrame, expected_rows: int) -> None:
+def _sent_frame(cols: dict[str, list[Any]]) -> pl.DataFrame:
+    """Per-row columns as they are; per-batch columns repeated for each row of their batch."""
+    per_row = pl.DataFrame({name: cols[name] for name in _PER_ROW}, schema={n: OUTCOME_SCHEMA[n] for n in _PER_ROW})
+    per_batch = pl.DataFrame(
+        {name: cols[name] for name in (*_PER_BATCH, "rows")},
+        schema={**{n: OUTCOME_SCHEMA[n] for n in _PER_BATCH}, "rows": pl.Int64},
+    )
+    expanded = per_batch.select(pl.col(name).repeat_by("rows") for name in _PER_BATCH).explode(_PER_BATCH)
+    return pl.concat([per_row, expanded], how="horizontal")
+
+
+def check_invariant(frame: pl.DataFrame | pl.LazyFrame, expected_rows: int) -> None:
     """Every row_index from 0 to n-1 exactly once."""
-    stats = frame.select(
-        pl.len().alias("rows"),
-        pl.col("row_index").n_unique().alias("unique"),
-        pl.col("row_index").min().alias("low"),
-        pl.col("row_index").max().alias("high"),
-    ).row(0, named=True)
+    stats = (
+        frame.lazy()
+        .select(
+            pl.len().alias("rows"),
+            pl.col("row_index").n_unique().alias("unique"),
+            pl.col("row_index").min().alias("low"),
+            pl.col("row_index").max().alias("high"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
     if expected_rows == 0 and stats["rows"] == 0:
         return
     if not (

@@ -8,6 +8,7 @@ import polars as pl
 
 from volley.batches import Batch, Shard, batch_id_for
 from volley.connector import RECIPIENT_KEY, Connector
+from volley.ledger import HISTORY_SCHEMA, UNANSWERED
 from volley.outcomes import Status
 from volley.sources import ROW_INDEX
 from volley.validation import split_invalid
@@ -45,11 +46,63 @@ class Planner:
     batch_rows: int
     shard_batches: int
     source: str
-    already_accepted: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema={RECIPIENT_KEY: pl.String}))
+    # Latest status per recipient key sent earlier under this run key (the ledger's history).
+    history: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HISTORY_SCHEMA))
+    retry_failed: bool = False
+    resend_in_doubt: bool = False
     _seen: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={RECIPIENT_KEY: pl.String, "first_row": pl.Int64}), init=False
     )
     _shards: int = field(default=0, init=False)
+
+    def _decision(self) -> pl.Expr:
+        """Rows settled before validation: (status, error_code, error_message), or null to go on."""
+        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
+        first_row = pl.col("__first_row")
+        prior = pl.col("__prior_status")
+        since = pl.format(" by run {} under run key {}", pl.col("__prior_run"), pl.lit(self.run_key))
+
+        def settled(status: Status, code: str | pl.Expr, message: pl.Expr) -> pl.Expr:
+            code_expr = pl.lit(code) if isinstance(code, str) else code
+            return pl.struct(status=pl.lit(status.value), code=code_expr, message=message)
+
+        decision = (
+            pl.when(missing)
+            .then(settled(Status.INVALID, "recipient_key.missing", pl.lit(f"{self.key}: missing or empty")))
+            .when(first_row != pl.col(ROW_INDEX))
+            .then(
+                settled(
+                    Status.SKIPPED,
+                    "duplicate_key",
+                    pl.format("{}: duplicate of row {} (same key)", pl.lit(self.key), first_row),
+                )
+            )
+            .when(prior == Status.ACCEPTED.value)
+            .then(settled(Status.SKIPPED, "already_accepted", pl.concat_str(pl.lit("accepted"), since)))
+        )
+        if not self.retry_failed:
+            decision = decision.when(prior.is_in([Status.REJECTED.value, Status.FAILED.value])).then(
+                settled(
+                    Status.SKIPPED,
+                    prior + "_before",
+                    pl.concat_str(prior, since, pl.lit("; --retry-failed sends it again")),
+                )
+            )
+        if not self.resend_in_doubt:
+            decision = decision.when(prior.is_in([Status.IN_DOUBT.value, UNANSWERED])).then(
+                settled(
+                    Status.IN_DOUBT,
+                    prior + "_before",
+                    pl.concat_str(
+                        pl.when(prior == UNANSWERED)
+                        .then(pl.lit("sent with no answer recorded (the run stopped)"))
+                        .otherwise(pl.lit("sent and the answer was lost")),
+                        since,
+                        pl.lit("; --resend-in-doubt sends it again"),
+                    ),
+                )
+            )
+        return decision.otherwise(None)
 
     def plan_slice(self, raw: pl.DataFrame) -> SlicePlan:
         frame = raw.with_columns(
@@ -57,36 +110,27 @@ class Planner:
             pl.col(self.key).cast(pl.String, strict=False).str.strip_chars().alias(RECIPIENT_KEY),
         )
         missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
-        frame = frame.with_columns(
-            pl.col(ROW_INDEX).first().over(RECIPIENT_KEY).alias("__first_in_slice"),
-        ).join(self._seen, on=RECIPIENT_KEY, how="left", nulls_equal=False)
-        first_row = pl.coalesce("first_row", "__first_in_slice")
-        duplicate = ~missing & (first_row != pl.col(ROW_INDEX))
-        accepted_before = ~missing & pl.col(RECIPIENT_KEY).is_in(self.already_accepted[RECIPIENT_KEY].implode())
-        decided_expr = (
-            pl.when(missing)
-            .then(pl.struct(status=pl.lit(Status.INVALID.value), code=pl.lit("recipient_key.missing")))
-            .when(duplicate)
-            .then(pl.struct(status=pl.lit(Status.SKIPPED.value), code=pl.lit("duplicate_key")))
-            .when(accepted_before)
-            .then(pl.struct(status=pl.lit(Status.SKIPPED.value), code=pl.lit("already_accepted")))
+        prior = self.history.select(
+            RECIPIENT_KEY, pl.col("status").alias("__prior_status"), pl.col("run_id").alias("__prior_run")
         )
-        frame = frame.with_columns(decided_expr.alias("__decided"), first_row.alias("__first_row")).sort(ROW_INDEX)
+        frame = (
+            frame.with_columns(pl.col(ROW_INDEX).min().over(RECIPIENT_KEY).alias("__first_in_slice"))
+            .join(self._seen, on=RECIPIENT_KEY, how="left", nulls_equal=False)
+            .join(prior, on=RECIPIENT_KEY, how="left", nulls_equal=False)
+            .with_columns(pl.coalesce("first_row", "__first_in_slice").alias("__first_row"))
+            .with_columns(self._decision().alias("__decided"))
+            .sort(ROW_INDEX)
+        )
         self._remember(frame.filter(~missing))
         early = frame.filter(pl.col("__decided").is_not_null()).select(
             pl.col(ROW_INDEX).alias("row_index"),
             pl.col(RECIPIENT_KEY).alias("recipient_key"),
             pl.col("__decided").struct.field("status").alias("status"),
             pl.col("__decided").struct.field("code").alias("error_code"),
-            pl.when(pl.col("__decided").struct.field("code") == "duplicate_key")
-            .then(pl.format("{}: duplicate of row {} (same key)", pl.lit(self.key), pl.col("__first_row")))
-            .when(pl.col("__decided").struct.field("code") == "already_accepted")
-            .then(pl.lit(f"accepted earlier under run key {self.run_key}"))
-            .otherwise(pl.lit(f"{self.key}: missing or empty"))
-            .alias("error_message"),
+            pl.col("__decided").struct.field("message").alias("error_message"),
         )
         candidates = frame.filter(pl.col("__decided").is_null()).drop(
-            "__decided", "__first_row", "__first_in_slice", "first_row"
+            "__decided", "__first_row", "__first_in_slice", "first_row", "__prior_status", "__prior_run"
         )
         prepared = self.connector.prepare(candidates)
         valid, failures = split_invalid(prepared, self.connector.audience_model(), self.source)

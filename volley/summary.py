@@ -68,19 +68,21 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def status_counts(outcomes: pl.DataFrame) -> dict[str, int]:
+def status_counts(outcomes: pl.DataFrame | pl.LazyFrame) -> dict[str, int]:
     counts = {status.value: 0 for status in Status}
-    for status, rows in outcomes.group_by("status").len().iter_rows():
+    for status, rows in outcomes.lazy().group_by("status").len().collect().iter_rows():
         counts[str(status)] = int(rows)
     return counts
 
 
-def top_errors(outcomes: pl.DataFrame, limit: int = 10) -> list[dict[str, Any]]:
+def top_errors(outcomes: pl.DataFrame | pl.LazyFrame, limit: int = 10) -> list[dict[str, Any]]:
     return (
-        outcomes.filter(pl.col("error_code").is_not_null())
+        outcomes.lazy()
+        .filter(pl.col("error_code").is_not_null())
         .group_by("status", "error_code")
         .len("rows")
         .sort(["rows", "error_code"], descending=[True, False])
         .head(limit)
+        .collect()
         .to_dicts()
     )

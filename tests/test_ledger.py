@@ -1,0 +1,105 @@
+"""The send ledger: what earlier runs under a run key sent, and one process per run key."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from volley.errors import InputError
+from volley.ledger import Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, open_ledger
+from volley.outcomes import RunIdentity
+
+LedgerFactory = Callable[[], Ledger]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerFactory]:
+    opened: list[Ledger] = []
+
+    def make() -> Ledger:
+        if request.param == "sqlite":
+            ledger: Ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+        else:
+            ledger = PostgresLedger(request.getfixturevalue("postgres_uri"))
+        opened.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in opened:
+        await ledger.close()
+
+
+def identity(run_id: str, campaign: str) -> RunIdentity:
+    return RunIdentity(run_id, "2026-11-23", campaign, "responsys")
+
+
+def statuses(history: pl.DataFrame) -> dict[str, str]:
+    return dict(history.select("recipient_key", "status").iter_rows())
+
+
+async def test_history_gives_the_latest_status_per_recipient(make_ledger: LedgerFactory) -> None:
+    campaign = f"c-{uuid.uuid4().hex[:8]}"
+    ledger = make_ledger()
+    first = identity("r1", campaign)
+    await ledger.claim(first)
+    await ledger.intend(first, "b1", ["a", "b", "c"])
+    await ledger.settle(first, "b1", ["a", "b", "c"], ["accepted", "rejected", "in_doubt"])
+    await ledger.intend(first, "b2", ["d", "e"])  # the run dies here: b2 never answered
+    await ledger.intend(first, "b3", ["f", "g"])
+    await ledger.settle(first, "b3.1", ["f"], ["failed"])  # half of a split batch answered
+    assert not await ledger.completed(campaign, "2026-11-23")
+    await ledger.finish(first, complete=False)
+
+    second = identity("r2", campaign)
+    await ledger.claim(second)
+    await ledger.intend(second, "b9", ["b", "d"])
+    await ledger.settle(second, "b9", ["b", "d"], ["accepted", "accepted"])
+    await ledger.finish(second, complete=True)
+
+    history = await ledger.history(campaign, "2026-11-23")
+    assert statuses(history) == {
+        "a": "accepted",
+        "b": "accepted",
+        "c": "in_doubt",
+        "d": "accepted",
+        "e": "unanswered",
+        "f": "failed",
+        "g": "unanswered",
+    }
+    assert dict(history.select("recipient_key", "run_id").iter_rows())["e"] == "r1"
+    assert await ledger.completed(campaign, "2026-11-23")
+    assert (await ledger.history(campaign, "another-key")).height == 0
+
+
+async def test_one_process_holds_a_run_key_at_a_time(make_ledger: LedgerFactory) -> None:
+    campaign = f"c-{uuid.uuid4().hex[:8]}"
+    holder, other = make_ledger(), make_ledger()
+    await holder.claim(identity("r1", campaign))
+    with pytest.raises(RunKeyBusyError, match="is held by"):
+        await other.claim(identity("r2", campaign))
+    await other.claim(RunIdentity("r3", "another-day", campaign, "responsys"))
+    await holder.finish(identity("r1", campaign), complete=True)
+    await other.claim(identity("r2", campaign))
+
+
+def test_ledger_urls(tmp_path: Path) -> None:
+    assert isinstance(open_ledger(None, tmp_path / "l.sqlite"), SqliteLedger)
+    assert isinstance(open_ledger(f"sqlite:///{tmp_path}/x.sqlite", tmp_path / "l.sqlite"), SqliteLedger)
+    assert isinstance(open_ledger("postgresql://u@h/db", tmp_path / "l.sqlite", "pw"), PostgresLedger)
+    with pytest.raises(InputError, match=r"ledger URL mysql://u:\*\*\*@h/db"):
+        open_ledger("mysql://u:secret@h/db", tmp_path / "l.sqlite")
+
+
+@pytest.mark.postgres
+async def test_an_unreachable_postgres_ledger_is_a_one_line_error_without_the_password() -> None:
+    ledger = PostgresLedger("postgresql://volley@127.0.0.1:1/test", password="pw-very-secret")
+    with pytest.raises(InputError) as caught:
+        await ledger.claim(identity("r1", "c"))
+    message = str(caught.value)
+    assert message.startswith("ledger postgresql://volley@127.0.0.1:1/test: ")
+    assert "pw-very-secret" not in message
+    assert "\n" not in message
