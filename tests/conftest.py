@@ -30,3 +30,27 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+POSTGRES_URI = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_uri() -> str:
+    """PostgreSQL for the tests (VOLLEY_TEST_POSTGRES_URI, default 127.0.0.1:5432/test, trust auth).
+
+    Unreachable: the test is skipped, unless VOLLEY_REQUIRE_POSTGRES=1 (CI), where it fails.
+    """
+    import psycopg
+
+    uri = os.environ.get("VOLLEY_TEST_POSTGRES_URI", POSTGRES_URI)
+    try:
+        with psycopg.connect(uri, connect_timeout=5):
+            pass
+    except psycopg.Error as exc:
+        words = str(exc).strip().splitlines()
+        reason = f"PostgreSQL not reachable at {uri}: {words[0] if words else type(exc).__name__}"
+        if os.environ.get("VOLLEY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (VOLLEY_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    return uri

@@ -49,6 +49,10 @@ class AudienceSource(Protocol):
 
 
 def open_source(spec: SourceSpec) -> AudienceSource:
+    if spec.sql is not None:
+        from volley.warehouse import SqlSource
+
+        return SqlSource(spec)
     return FileSource(spec)
 
 
@@ -57,6 +61,7 @@ class FileSource:
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
+        assert spec.path is not None, "a file source needs source.path"
         self.files = _resolve(spec.path)
         self.description = ", ".join(str(f) for f in self.files)
         self.format = spec.format or _infer_format(self.files[0])
