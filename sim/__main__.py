@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--event", dest="events", action="append", default=[])
     parser.add_argument("--user", dest="users", action="append", default=[], metavar="NAME=PASSWORD")
     parser.add_argument("--unknown-recipient-pattern", default=None)
+    parser.add_argument(
+        "--vendor-option",
+        dest="vendor_options",
+        action="append",
+        default=[],
+        metavar="VENDOR.FIELD=VALUE",
+        help="set a field of a vendor's simulator config, e.g. sprinklr.token_ttl_seconds=2 (repeatable)",
+    )
     return parser
 
 
@@ -65,6 +73,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         events=args.events,
         users=args.users,
         unknown_recipient_pattern=args.unknown_recipient_pattern,
+        vendor_options=args.vendor_options,
     )
 
 

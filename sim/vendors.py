@@ -12,15 +12,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from sim import responsys
+from sim import intilery, medchat, relay, responsys, sprinklr
 from sim.context import VendorContext
 
 VendorFactory = Callable[[VendorContext], web.Application]
 
 VENDORS: dict[str, VendorFactory] = {
     "responsys": responsys.create_app,
-    # "medchat": medchat.create_app,
-    # "relay": relay.create_app,
-    # "sprinklr": sprinklr.create_app,
-    # "intilery": intilery.create_app,
+    "medchat": medchat.create_app,
+    "relay": relay.create_app,
+    "sprinklr": sprinklr.create_app,
+    "intilery": intilery.create_app,
 }
