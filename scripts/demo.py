@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_ENV = {
     "RESPONSYS_USER": "volley",
     "RESPONSYS_PASSWORD": "volley-secret",
+    "MEDCHAT_TOKEN": "medchat-demo-token",
+    "RELAY_API_KEY": "relay-demo-key",
+    "SPRINKLR_API_KEY": "sprinklr-demo-key",
+    "SPRINKLR_ACCESS_TOKEN": "sprinklr-demo-access",
+    "SPRINKLR_REFRESH_TOKEN": "sprinklr-demo-refresh",
+    "SPRINKLR_CLIENT_SECRET": "sprinklr-demo-secret",
+    "INTILERY_AUTH_TOKEN": "intilery-demo-token",
 }
 
 
@@ -32,7 +39,32 @@ def retarget(base_url: str, simulator: str) -> str:
     return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
 
 
+WAREHOUSE = ROOT / "data" / "samples" / "warehouse.duckdb"
+
+
+def build_warehouse(target: Path = WAREHOUSE, csv: Path = ROOT / "data" / "samples" / "responsys_audience.csv") -> None:
+    """The sample warehouse (DuckDB) for campaigns/responsys_warehouse_lapsed.yaml, from the sample CSV:
+    a `customers` table with a segment and a last order date per customer (deterministic)."""
+    import duckdb
+
+    temporary = target.with_suffix(".building")
+    temporary.unlink(missing_ok=True)
+    with duckdb.connect(str(temporary)) as con:
+        con.execute(
+            """CREATE TABLE customers AS
+            SELECT *,
+                   ['lapsed', 'active', 'lapsed', 'new'][(row_number() OVER () % 4) + 1] AS segment,
+                   DATE '2025-01-01' + ((row_number() OVER () * 37) % 540)::INTEGER AS last_order_date
+            FROM read_csv(?, all_varchar = true, header = true)""",
+            [str(csv)],
+        )
+    temporary.replace(target)
+
+
 def main() -> int:
+    if not WAREHOUSE.exists():
+        build_warehouse()
+        print(f"built {WAREHOUSE.relative_to(ROOT)} from the sample CSV", flush=True)
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DEMO_ENV.items()}}
     env.setdefault("PREFECT_HOME", str(ROOT / ".volley" / "prefect"))
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

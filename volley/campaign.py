@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -24,16 +25,18 @@ from connectors import connector_class
 from volley import progress
 from volley.batches import Batch
 from volley.connector import RECIPIENT_KEY, Connector
+from volley.crashpoints import crash_point
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.errors import SourceError, SpecError
-from volley.outcomes import BatchOutcome, OutcomeWriter, RunIdentity, read_outcomes
+from volley.ledger import UNANSWERED, Ledger, open_ledger
+from volley.outcomes import BatchOutcome, OutcomeWriter, RunIdentity, Status, read_outcomes
 from volley.planning import Planner, SlicePlan
 from volley.sources import AudienceSource, open_source
 from volley.spec import CampaignSpec, format_validation_error, read_spec
 from volley.summary import RunSummary, status_counts, top_errors
 from volley.transport import make_client
 
-__all__ = ["Campaign", "CampaignRun", "DryRunReport", "check_run_key", "default_run_key", "dry_run"]
+__all__ = ["Campaign", "CampaignRun", "DryRunReport", "RunOptions", "check_run_key", "default_run_key", "dry_run"]
 
 _RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
 
@@ -79,16 +82,16 @@ class Campaign:
         except ValidationError as exc:
             raise SpecError(format_validation_error(str(path), exc, "connection")) from None
         connector = cls_(params, conn, spec.key)
-        if spec.batch_size is not None and spec.batch_size > cls_.max_batch_rows:
-            raise SpecError(
-                f"{path}: batch_size: {spec.vendor} takes at most {cls_.max_batch_rows} recipients a request"
-            )
+        connector.campaign_name = spec.name
+        max_rows = connector.batch_limits()[1]
+        if spec.batch_size is not None and spec.batch_size > max_rows:
+            raise SpecError(f"{path}: batch_size: {spec.vendor} takes at most {max_rows} recipients a request")
         source = open_source(spec.source)
         return cls(spec, path, connector, source, Path(results_dir or spec.results_dir))
 
     @property
     def batch_rows(self) -> int:
-        return self.spec.batch_size or self.connector.default_batch_rows
+        return self.spec.batch_size or self.connector.batch_limits()[0]
 
     @property
     def requests_per_second(self) -> float | None:
@@ -104,7 +107,7 @@ class Campaign:
         return DispatchPolicy(
             requests_per_second=self.requests_per_second,
             requests_per_hour=self.requests_per_hour,
-            burst=limits.burst,
+            burst=limits.burst or max(1, round((self.requests_per_second or 0) / 10)),
             concurrency=limits.concurrency,
             max_attempts=limits.max_attempts,
             backoff_initial_seconds=limits.backoff_initial_seconds,
@@ -129,12 +132,12 @@ class Campaign:
         except TypeError as exc:
             raise SourceError(f"{self.source.description}: {exc}") from None
 
-    def check_quota(self, run_key: str) -> str | None:
+    def check_quota(self, run_key: str, history: pl.DataFrame | None = None) -> str | None:
         """With an hourly quota: how long the run takes at it; refuses up front when the spec says so."""
         hourly = self.requests_per_hour
         if hourly is None:
             return None
-        requests = dry_run(self, run_key).batches
+        requests = dry_run(self, run_key, history).batches
         arithmetic = f"{requests:,} requests at {hourly:,} an hour take {requests / hourly:.2f} h"
         if requests > hourly and self.spec.limits.quota_policy == "refuse":
             raise SpecError(
@@ -146,7 +149,8 @@ class Campaign:
     def run_key_dir(self, run_key: str) -> Path:
         return self.results_dir / self.spec.name / run_key
 
-    def planner(self, run_key: str, already_accepted: pl.DataFrame | None = None) -> Planner:
+    def planner(self, run_key: str, history: pl.DataFrame | None = None, options: RunOptions | None = None) -> Planner:
+        options = options or RunOptions()
         planner = Planner(
             connector=self.connector,
             key=self.spec.key,
@@ -154,10 +158,33 @@ class Campaign:
             batch_rows=self.batch_rows,
             shard_batches=self.spec.shard_batches,
             source=self.source.description,
+            retry_failed=options.retry_failed,
+            resend_in_doubt=options.resend_in_doubt,
         )
-        if already_accepted is not None:
-            planner.already_accepted = already_accepted
+        if history is not None:
+            planner.history = history
         return planner
+
+    def open_ledger(self) -> Ledger:
+        spec = self.spec.ledger
+        password = spec.password.resolve("ledger.password").get_secret_value() if spec.password else None
+        return open_ledger(spec.url, self.results_dir / self.spec.name / "ledger.sqlite", password)
+
+    async def history(self, run_key: str) -> pl.DataFrame:
+        """What earlier runs under this run key sent (read only; no claim)."""
+        ledger = self.open_ledger()
+        try:
+            return await ledger.history(self.spec.name, run_key)
+        finally:
+            await ledger.close()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a re-run under the same run key may send again."""
+
+    retry_failed: bool = False  # rows rejected or given up on earlier
+    resend_in_doubt: bool = False  # rows sent earlier whose answer never came
 
 
 def check_run_key(run_key: str) -> str:
@@ -180,9 +207,11 @@ class DryRunReport:
         return self.batches / self.requests_per_second if self.requests_per_second else None
 
 
-def dry_run(campaign: Campaign, run_key: str) -> DryRunReport:
+def dry_run(
+    campaign: Campaign, run_key: str, history: pl.DataFrame | None = None, options: RunOptions | None = None
+) -> DryRunReport:
     """Validate and plan the whole audience; send nothing, write nothing."""
-    planner = campaign.planner(run_key, _accepted_before(campaign.run_key_dir(run_key)))
+    planner = campaign.planner(run_key, history, options)
     rows = to_send = batches = 0
     counts: dict[str, int] = {}
     for raw in campaign.source.iter_slices():
@@ -195,23 +224,16 @@ def dry_run(campaign: Campaign, run_key: str) -> DryRunReport:
     return DryRunReport(rows, counts, to_send, batches, campaign.requests_per_second, campaign.spec.limits.concurrency)
 
 
-def _accepted_before(run_key_dir: Path) -> pl.DataFrame:
-    """Recipient keys accepted by earlier runs under this run key (finished or crashed)."""
-    if not run_key_dir.exists():
-        return pl.DataFrame(schema={RECIPIENT_KEY: pl.String})
-    earlier = read_outcomes(run_key_dir)
-    return earlier.filter(pl.col("status") == "accepted").select(RECIPIENT_KEY).unique()
-
-
 @dataclass
 class CampaignRun:
-    """One execution: its identity, its outcome writer and its counters."""
+    """One execution: its identity, its claim on the run key, its ledger and outcome writer."""
 
     campaign: Campaign
     identity: RunIdentity
     run_dir: Path
     writer: OutcomeWriter
     planner: Planner
+    ledger: Ledger
     flow_run_id: str | None = None
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
@@ -220,13 +242,48 @@ class CampaignRun:
     stopped_by: str | None = None
 
     @classmethod
-    def start(cls, campaign: Campaign, run_key: str | None = None, flow_run_id: str | None = None) -> CampaignRun:
+    async def start(
+        cls,
+        campaign: Campaign,
+        run_key: str | None = None,
+        flow_run_id: str | None = None,
+        options: RunOptions | None = None,
+    ) -> CampaignRun:
+        """Claim the run key (one process at a time) and read what earlier runs under it sent."""
         key = check_run_key(run_key or default_run_key())
         identity = RunIdentity(_new_run_id(), key, campaign.spec.name, campaign.spec.vendor)
+        ledger = campaign.open_ledger()
+        try:
+            await ledger.claim(identity)
+            history = await ledger.history(campaign.spec.name, key)
+        except BaseException:
+            await ledger.close()
+            raise
         run_dir = campaign.run_key_dir(key) / identity.run_id
-        accepted = _accepted_before(campaign.run_key_dir(key))
         writer = OutcomeWriter(run_dir, identity)
-        return cls(campaign, identity, run_dir, writer, campaign.planner(key, accepted), flow_run_id)
+        planner = campaign.planner(key, history, options)
+        return cls(campaign, identity, run_dir, writer, planner, ledger, flow_run_id)
+
+    async def settle_in_doubt(self, chunk: int = 100) -> int:
+        """Where the vendor can be asked, settle earlier rows in doubt before deciding what to send.
+
+        Settled rows are recorded in the ledger under this run; returns how many were settled.
+        """
+        connector = self.campaign.connector
+        history = self.planner.history
+        doubtful = history.filter(pl.col("status").is_in([Status.IN_DOUBT.value, UNANSWERED]))[RECIPIENT_KEY]
+        if not connector.supports_look_up or doubtful.is_empty():
+            return 0
+        limits = self.campaign.spec.limits
+        keys = doubtful.to_list()
+        settled: dict[str, Status] = {}
+        async with make_client(limits.concurrency, limits.timeout_seconds, limits.connect_timeout_seconds) as client:
+            for start in range(0, len(keys), chunk):
+                settled.update(await connector.look_up(client, keys[start : start + chunk]))
+        if settled:
+            await self.ledger.settle(self.identity, "look-up", list(settled), [s.value for s in settled.values()])
+            self.planner.history = await self.ledger.history(self.identity.campaign, self.identity.run_key)
+        return len(settled)
 
     def plan_slices(self) -> Iterator[SlicePlan]:
         """Plan the audience slice by slice; rows settled before dispatch are recorded at once."""
@@ -237,33 +294,49 @@ class CampaignRun:
             self.writer.write_frame(plan.decided)
             progress.emit("planned", plan.rows)
             progress.emit("settled", plan.decided.height)
+            crash_point("planning")
             yield plan
 
-    def record(self, batch: Batch, outcome: BatchOutcome) -> None:
+    async def intend(self, batch: Batch) -> None:
+        await self.ledger.intend(self.identity, batch.batch_id, batch.recipient_keys)
+        crash_point("dispatch")
+
+    async def record(self, batch: Batch, outcome: BatchOutcome) -> None:
+        await self.ledger.settle(self.identity, batch.batch_id, batch.recipient_keys, outcome.results.status)
         self.writer.write_batch(batch.batch_id, batch.row_index, batch.recipient_keys, outcome)
         progress.emit("sent", len(batch))
+        if self.writer.flush_due:  # build and write the part off the loop: the sends go on
+            await asyncio.to_thread(self.writer.write_part, self.writer.detach())
 
     @asynccontextmanager
     async def dispatching(self, transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Dispatcher]:
         limits = self.campaign.spec.limits
         client = make_client(limits.concurrency, limits.timeout_seconds, limits.connect_timeout_seconds, transport)
-        dispatcher = Dispatcher(self.campaign.connector, client, self.campaign.policy(), self.record)
+        dispatcher = Dispatcher(self.campaign.connector, client, self.campaign.policy(), self.record, self.intend)
         async with client, dispatcher:
             self.dispatcher = dispatcher
             yield dispatcher
 
-    def finish(self) -> RunSummary:
-        """Compact the outcomes, check the invariant, write summary.json."""
+    async def finish(self) -> RunSummary:
+        """Compact the outcomes, check the invariant, write summary.json, release the run key."""
         path = self.writer.finalize(self.rows)
-        return self._summary(read_outcomes(path), str(path), complete=True)
+        summary = self._summary(pl.scan_parquet(path), str(path), complete=True)
+        await self.close(complete=True)
+        return summary
 
-    def abandon(self, reason: str) -> RunSummary:
+    async def abandon(self, reason: str) -> RunSummary:
         """The run stopped early (the source failed mid-way): keep every outcome recorded so far."""
         self.writer.flush()
         self.stopped_by = reason
-        return self._summary(read_outcomes(self.writer.parts_dir), str(self.writer.parts_dir), complete=False)
+        summary = self._summary(read_outcomes(self.writer.parts_dir), str(self.writer.parts_dir), complete=False)
+        await self.close(complete=False)
+        return summary
 
-    def _summary(self, outcomes: pl.DataFrame, path: str, complete: bool) -> RunSummary:
+    async def close(self, complete: bool = False) -> None:
+        await self.ledger.finish(self.identity, complete)
+        await self.ledger.close()
+
+    def _summary(self, outcomes: pl.DataFrame | pl.LazyFrame, path: str, complete: bool) -> RunSummary:
         stats = self.dispatcher.stats if self.dispatcher else None
         aborted = self.dispatcher.aborted if self.dispatcher else None
         summary = RunSummary(
@@ -286,6 +359,3 @@ class CampaignRun:
         )
         summary.write(self.run_dir)
         return summary
-
-    def describe(self) -> dict[str, Any]:
-        return {"run_id": self.identity.run_id, "run_key": self.identity.run_key, "run_dir": str(self.run_dir)}

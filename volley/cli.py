@@ -1,4 +1,4 @@
-"""The command line: `volley run`, `volley sim`, `volley report` (a stable contract)."""
+"""The command line: `volley run`, `volley sim`, `volley report`, `volley cancel` (a stable contract)."""
 
 from __future__ import annotations
 
@@ -47,18 +47,37 @@ def run(
     base_url: Annotated[str | None, typer.Option(help="override the vendor base URL of the spec")] = None,
     results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: the spec's")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and plan; send nothing")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="send again rows refused or given up on under this run key")
+    ] = False,
+    resend_in_doubt: Annotated[
+        bool, typer.Option("--resend-in-doubt", help="send again rows whose answer never came (may duplicate)")
+    ] = False,
+    ledger_url: Annotated[
+        str | None, typer.Option(help="postgresql://... for a ledger shared between machines")
+    ] = None,
+    run_date: Annotated[
+        str | None, typer.Option(help="a SQL source's :run_date (YYYY-MM-DD); default: the run key if a date")
+    ] = None,
 ) -> None:
     """Run a campaign: validate, batch, send, and record one outcome per audience row."""
-    from volley.campaign import Campaign, check_run_key, default_run_key
+    from volley.campaign import Campaign, RunOptions, check_run_key, default_run_key
     from volley.campaign import dry_run as plan_only
 
+    options = RunOptions(retry_failed=retry_failed, resend_in_doubt=resend_in_doubt)
+    overrides = {"ledger": {"url": ledger_url}} if ledger_url else None
+    from volley.warehouse import with_run_date
+
+    overrides = with_run_date(overrides, run_date, run_key)
     try:
-        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir)
+        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir, overrides=overrides)
         campaign.preflight()
         key = check_run_key(run_key or default_run_key())
-        campaign.check_quota(key)
+        if dry_run or campaign.requests_per_hour:
+            history = asyncio.run(campaign.history(key))
+            campaign.check_quota(key, history)
         if dry_run:
-            _print_dry_run(plan_only(campaign, key))
+            _print_dry_run(plan_only(campaign, key, history, options))
             return
     except InputError as exc:
         raise _fail(str(exc)) from None
@@ -68,7 +87,15 @@ def run(
     with _progress_bar():
         state: State[Any] = asyncio.run(
             campaign_flow(  # type: ignore[arg-type]
-                spec_path=str(spec), run_key=key, base_url=base_url, results_dir=results_dir, return_state=True
+                spec_path=str(spec),
+                run_key=key,
+                base_url=base_url,
+                results_dir=results_dir,
+                retry_failed=retry_failed,
+                resend_in_doubt=resend_in_doubt,
+                ledger_url=ledger_url,
+                run_date=run_date,
+                return_state=True,
             )
         )
     if state.is_completed():
@@ -211,6 +238,190 @@ def report(
         for problem in problems:
             table.add_row(problem["status"], str(problem["error_code"]), f"{problem['rows']:,}")
         console.print(table)
+
+
+@app.command()
+def cancel(
+    spec: Annotated[Path, typer.Argument(help="the trigger campaign's spec (YAML): its connection and journey")],
+    instances: Annotated[
+        Path, typer.Option(help="instances to cancel: a journey_instance_id column (CSV, Parquet or NDJSON)")
+    ],
+    run_key: Annotated[str | None, typer.Option(help="idempotency key; default: cancel-<today's date (UTC)>")] = None,
+    base_url: Annotated[str | None, typer.Option(help="override the vendor base URL of the spec")] = None,
+    results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: the spec's")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and plan; send nothing")] = False,
+) -> None:
+    """Cancel journey instances (MedChat): one outcome row per listed instance, recorded as `run` does."""
+    _prefect_defaults()
+    from flows.cancel import cancel_overrides, default_cancel_run_key
+    from volley.campaign import Campaign, check_run_key
+    from volley.campaign import dry_run as plan_only
+
+    try:
+        overrides = cancel_overrides(spec, instances)
+        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir, overrides=overrides)
+        campaign.preflight()
+        key = check_run_key(run_key or default_cancel_run_key())
+        if dry_run:
+            _print_dry_run(plan_only(campaign, key, asyncio.run(campaign.history(key))))
+            return
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    from flows.campaign import INPUT_ERROR
+    from flows.cancel import cancel_flow
+
+    with _progress_bar():
+        state: State[Any] = asyncio.run(
+            cancel_flow(  # type: ignore[arg-type]
+                spec_path=str(spec),
+                instances=str(instances),
+                run_key=key,
+                base_url=base_url,
+                results_dir=results_dir,
+                return_state=True,
+            )
+        )
+    if state.is_completed():
+        _print_summary(state.result())
+        return
+    if state.name == INPUT_ERROR:
+        raise _fail(state.message or "the cancel run could not start")
+    raise _fail(f"the cancel run failed: {state.message}", code=1)
+
+
+@app.command()
+def backfill(
+    spec: Annotated[Path, typer.Argument(help="campaign spec (YAML)")],
+    start: Annotated[str, typer.Option(help="first date, YYYY-MM-DD")],
+    end: Annotated[str, typer.Option(help="last date, YYYY-MM-DD (included)")],
+    concurrency: Annotated[int, typer.Option(min=1, max=16, help="dates run at once")] = 1,
+    base_url: Annotated[str | None, typer.Option(help="override the vendor base URL of the spec")] = None,
+    results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: the spec's")] = None,
+) -> None:
+    """Run a campaign once per date (run key and :run_date = the date); completed dates are skipped."""
+    from volley.campaign import Campaign
+    from volley.warehouse import with_run_date
+
+    try:
+        from flows.backfill import dates_between
+
+        days = dates_between(start, end)
+        campaign = Campaign.load(
+            spec, base_url=base_url, results_dir=results_dir, overrides=with_run_date(None, days[0], None)
+        )
+        campaign.preflight()  # an unusable spec or source stops here, before any date runs
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    _prefect_defaults()
+    from flows.backfill import DATES_FAILED, backfill_flow
+    from flows.campaign import INPUT_ERROR
+
+    state: State[Any] = asyncio.run(
+        backfill_flow(  # type: ignore[arg-type]
+            spec_path=str(spec),
+            start=start,
+            end=end,
+            concurrency=concurrency,
+            base_url=base_url,
+            results_dir=results_dir,
+            return_state=True,
+        )
+    )
+    if state.name == INPUT_ERROR:
+        raise _fail(state.message or "the backfill could not start")
+    if state.is_completed() or state.name == DATES_FAILED:
+        _print_backfill(campaign.spec.name, state.result(raise_on_failure=False))
+    if not state.is_completed():
+        raise _fail(f"the backfill failed: {state.message}", code=1)
+
+
+def _print_backfill(name: str, rows: object) -> None:
+    from volley.outcomes import Status
+
+    assert isinstance(rows, list)
+    seen = {status for row in rows for status, n in (row.get("counts") or {}).items() if n}
+    statuses = [s.value for s in Status if s.value in seen or s is Status.ACCEPTED]  # the columns that say something
+    table = Table(title=f"backfill of {name}")
+    for column in ("date", "action", "rows", *statuses):
+        table.add_column(column, justify="left" if column in ("date", "action") else "right", no_wrap=True)
+    for row in rows:
+        counts = row.get("counts") or {}
+        table.add_row(row["date"], row["action"], f"{row['rows']:,}", *(f"{counts.get(s, 0):,}" for s in statuses))
+    console.print(table)
+    for row in rows:
+        if row["action"] == "failed":
+            console.print(f"[bold red]{row['date']}:[/] {redact(row.get('message') or 'failed')}", highlight=False)
+
+
+@app.command()
+def serve(
+    campaign_dir: Annotated[Path, typer.Argument(help="directory of campaign specs; those with a schedule are served")],
+    base_url: Annotated[str | None, typer.Option(help="override the vendor base URL of every spec")] = None,
+    results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: each spec's")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="runs at once; default: no limit")] = None,
+) -> None:
+    """Serve every scheduled campaign of a directory as a Prefect deployment (until stopped)."""
+    _prefect_defaults()
+    from flows.schedules import campaign_deployments, has_prefect_server, scheduled_campaigns, serve_campaigns
+
+    try:
+        campaigns = scheduled_campaigns(campaign_dir)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    server = has_prefect_server()
+    if not server:
+        errors.print(
+            "note: no Prefect server configured (PREFECT_API_URL): the schedules live on a temporary "
+            "server, as long as this process",
+            highlight=False,
+        )
+
+    async def go() -> None:
+        deployments = await campaign_deployments(campaigns, base_url=base_url, results_dir=results_dir)
+        for campaign in campaigns:
+            schedule = campaign.schedule
+            console.print(f"serving {campaign.spec.name}: {schedule.cron} ({schedule.timezone})", highlight=False)
+        await serve_campaigns(deployments, limit=limit, pause_on_shutdown=server)
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        console.print("stopped" + ("; the schedules are paused" if server else ""))
+
+
+@app.command()
+def deploy(
+    campaign_dir: Annotated[Path, typer.Argument(help="directory of campaign specs; those with a schedule deploy")],
+    work_pool: Annotated[str, typer.Option(help="the Prefect work pool whose workers run the campaigns")],
+    base_url: Annotated[str | None, typer.Option(help="override the vendor base URL of every spec")] = None,
+    results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: each spec's")] = None,
+) -> None:
+    """Register every scheduled campaign of a directory with a work pool of a Prefect server."""
+    _prefect_defaults()
+    from flows.schedules import campaign_deployments, deploy_campaigns, scheduled_campaigns
+
+    try:
+        campaigns = scheduled_campaigns(campaign_dir)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+    async def go() -> list[str]:
+        deployments = await campaign_deployments(
+            campaigns, base_url=base_url, results_dir=results_dir, working_dir=Path.cwd()
+        )
+        return [str(i) for i in await deploy_campaigns(deployments, work_pool)]
+
+    try:
+        ids = asyncio.run(go())
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    for campaign, deployment_id in zip(campaigns, ids, strict=True):
+        console.print(
+            f"deployed {campaign.spec.name} to {work_pool}: {campaign.schedule.cron} ({campaign.schedule.timezone}), "
+            f"id {deployment_id}",
+            highlight=False,
+        )
+    console.print(f"start a worker: prefect worker start --pool {work_pool}")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -18,7 +18,7 @@ from pandera.api.polars.model import DataFrameModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from volley.batches import Batch
-from volley.outcomes import RowResults
+from volley.outcomes import RowResults, Status
 from volley.resolution import DEFAULT_STATUS_TABLE, Action, Resolution, parse_retry_after
 
 __all__ = [
@@ -92,10 +92,17 @@ class Connector(ABC):
         self.connection = connection
         self.key = key
         self.base_url = str(connection.base_url).rstrip("/")
+        # Set by Campaign.load: vendors that record the calling system (Relay's lb_source) use it.
+        self.campaign_name: str | None = None
 
     def required_columns(self) -> list[str]:
         """Audience columns the vendor params refer to (checked before anything is sent)."""
         return []
+
+    def batch_limits(self) -> tuple[int, int]:
+        """(default, max) rows a request for these params: the class's, unless a mode of the
+        connector (one customer per request, a per-account cap) says otherwise."""
+        return self.default_batch_rows, self.max_batch_rows
 
     # -- data ------------------------------------------------------------------------------
     @abstractmethod
@@ -117,6 +124,17 @@ class Connector(ABC):
     @abstractmethod
     def decode(self, batch: Batch, response: httpx.Response) -> RowResults:
         """One result per row of the batch from a successful answer."""
+
+    # -- settling rows in doubt -----------------------------------------------------------------
+    supports_look_up: ClassVar[bool] = False
+
+    async def look_up(self, client: httpx.AsyncClient, keys: list[str]) -> dict[str, Status]:
+        """Ask the vendor what became of recipients whose answer was lost (a status look-up).
+
+        Returns the keys it could settle (accepted or rejected); the others stay in doubt.
+        Only for connectors with `supports_look_up`.
+        """
+        raise NotImplementedError
 
     # -- auth --------------------------------------------------------------------------------
     async def authorize(self, client: httpx.AsyncClient) -> Mapping[str, str]:
