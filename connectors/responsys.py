@@ -134,7 +134,7 @@ class ResponsysConnector(Connector):
 
     def __init__(self, params: ResponsysParams, connection: ResponsysConnection, key: str) -> None:
         super().__init__(params, connection, key)
-        self._user = connection.user_name.resolve("connection.user_name")
+        self._user = connection.user_name.resolve("connection.user_name", redacted=False)
         self._password: SecretStr = connection.password.resolve("connection.password")
         self._token: str | None = None
         self._endpoint = self.base_url

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.table import Table
 from volley import progress
 from volley.errors import InputError
 from volley.secrets import redact
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
@@ -33,6 +36,23 @@ def _prefect_defaults() -> None:
     """Settings the embedded Prefect server needs on a small machine with no network."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _orchestrate(work: Coroutine[Any, Any, T]) -> T:
+    """Run a flow (or a Prefect call) to completion; an infrastructure failure is one line.
+
+    Set VOLLEY_DEBUG=1 for the traceback.
+    """
+    try:
+        return asyncio.run(work)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:
+        if os.environ.get("VOLLEY_DEBUG"):
+            raise
+        words = str(exc).strip().splitlines()
+        detail = f"{type(exc).__name__}: {words[0]}" if words else type(exc).__name__
+        raise _fail(f"the run could not complete: {detail} (VOLLEY_DEBUG=1 shows the traceback)", code=1) from None
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -85,7 +105,7 @@ def run(
     from flows.campaign import INPUT_ERROR, campaign_flow
 
     with _progress_bar():
-        state: State[Any] = asyncio.run(
+        state: State[Any] = _orchestrate(
             campaign_flow(  # type: ignore[arg-type]
                 spec_path=str(spec),
                 run_key=key,
@@ -271,7 +291,7 @@ def cancel(
     from flows.cancel import cancel_flow
 
     with _progress_bar():
-        state: State[Any] = asyncio.run(
+        state: State[Any] = _orchestrate(
             cancel_flow(  # type: ignore[arg-type]
                 spec_path=str(spec),
                 instances=str(instances),
@@ -316,7 +336,7 @@ def backfill(
     from flows.backfill import DATES_FAILED, backfill_flow
     from flows.campaign import INPUT_ERROR
 
-    state: State[Any] = asyncio.run(
+    state: State[Any] = _orchestrate(
         backfill_flow(  # type: ignore[arg-type]
             spec_path=str(spec),
             start=start,
@@ -384,7 +404,7 @@ def serve(
         await serve_campaigns(deployments, limit=limit, pause_on_shutdown=server)
 
     try:
-        asyncio.run(go())
+        _orchestrate(go())
     except KeyboardInterrupt:
         console.print("stopped" + ("; the schedules are paused" if server else ""))
 
@@ -412,7 +432,7 @@ def deploy(
         return [str(i) for i in await deploy_campaigns(deployments, work_pool)]
 
     try:
-        ids = asyncio.run(go())
+        ids = _orchestrate(go())
     except InputError as exc:
         raise _fail(str(exc)) from None
     for campaign, deployment_id in zip(campaigns, ids, strict=True):

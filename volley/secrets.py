@@ -57,15 +57,20 @@ class SecretRef(BaseModel):
             return f"environment variable {self.env}"
         return f"Prefect Secret block {self.prefect_secret!r}"
 
-    def resolve(self, field: str) -> SecretStr:
-        """Fetch the secret; the error names the field and the reference, never a value."""
+    def resolve(self, field: str, redacted: bool = True) -> SecretStr:
+        """Fetch the secret; the error names the field and the reference, never a value.
+
+        `redacted=False` for a credential that is not itself secret (a user name): masking a
+        word as common as a user name would mask it in paths and names everywhere.
+        """
         if self.env is not None:
             value = os.environ.get(self.env)
             if not value:
                 raise SecretError(f"{field}: {self.describe()} is not set")
         else:
             value = _load_prefect_secret(str(self.prefect_secret), field, self.describe())
-        register_secret(value)
+        if redacted:
+            register_secret(value)
         return SecretStr(value)
 
 
