@@ -10,6 +10,10 @@ __all__ = ["available", "connector_class"]
 
 _REGISTRY = {
     "responsys": "connectors.responsys:ResponsysConnector",
+    "medchat": "connectors.medchat:MedChatConnector",
+    "relay": "connectors.relay:RelayConnector",
+    "sprinklr": "connectors.sprinklr:SprinklrConnector",
+    "intilery": "connectors.intilery:IntileryConnector",
 }
 
 

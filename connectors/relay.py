@@ -31,12 +31,36 @@ Errors: 400 (bad body), 404 (unknown trigger, journey or client) and 409 fail th
 401 and 403 stop the run; 500 is retried; 429 (not documented; the simulator's) throttles.
 Relay drops the same ccid + journey component + inputs within 15 minutes as a duplicate:
 a safety net, not an idempotency key, so a request whose answer was lost stays `in_doubt`.
+
+Status look-up (settles rows left in doubt before a re-run plans): `GET {status_base_url}/
+experience-status/1.0/client/{client_id}/customer/{ccid}/trigger_status` (`status_base_url`
+defaults to `base_url`: the same host, not under `/messaging`), same API key header, one
+request per ccid, at most `look_up_concurrency` at a time. The answer's shape is not
+documented; Volley reads (and its simulator answers) `{"ccid": "CRD-1", "triggers":
+[{"trigger_id": "Delivery-Reminder-2", "journey_id": "...", "status": "sent" | "not-sent" |
+"error", "triggered_at": "2026-11-23T10:15:00.123Z"}]}`, every trigger Relay recorded for the
+customer (an empty list: none). Only triggers at or after the start of the run that sent the
+row count (less `look_up_clock_skew`; older ones are another run key's). Of those:
+- one of the campaign's trigger_id: `sent` (any) -> `accepted`, else the latest `not-sent` ->
+  `rejected`, `error` -> `failed`, as the lost answer would have said; another status (still
+  pending?) or a trigger without a readable `triggered_at` -> still in doubt;
+- none at all -> `NOT_RECEIVED`: the request never reached Relay, the row is sent again
+  (a request still queued at Relay would meet its 15-minute duplicate check);
+- only other trigger ids -> still in doubt (Relay may report the generated id of a trigger
+  sent by its friendly id, or the reverse; *unconfirmed*).
+A failed look-up (transport error, 404 unknown ccid, 5xx, 429, an unreadable answer) leaves
+the row in doubt, with one warning per call that counts the reasons. The look-up needs the
+ccid to be the campaign key and one `trigger_id` for the campaign; otherwise rows stay in doubt.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -48,14 +72,25 @@ from pydantic import Field, model_validator
 
 from schemas.relay import AUDIENCE_PREFIX, INPUT_PREFIX, MAX_LENGTH, audience_model
 from volley.batches import Batch
-from volley.connector import RECIPIENT_KEY, Call, ConnectionParams, Connector, VendorParams, json_error_body
+from volley.connector import (
+    NOT_RECEIVED,
+    RECIPIENT_KEY,
+    Call,
+    ConnectionParams,
+    Connector,
+    LookUpAnswer,
+    VendorParams,
+    json_error_body,
+)
 from volley.outcomes import RowResults, Status
 from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef
 from volley.sources import ROW_INDEX
 from volley.text import as_text
 
-__all__ = ["RelayConnection", "RelayConnector", "RelayInput", "RelayParams", "mask_address"]
+__all__ = ["RelayConnection", "RelayConnector", "RelayInput", "RelayParams", "mask_address", "read_trigger_status"]
+
+log = logging.getLogger("volley.connectors.relay")
 
 API_KEY_HEADER = "xx-relay-api-key"
 _KEY = r"^input_[A-Za-z0-9_.-]+$"
@@ -133,6 +168,8 @@ class RelayConnection(ConnectionParams):
     client_id: str = Field(min_length=1, pattern=_NAME)
     api_key: SecretRef
     lb_object: str | None = Field(default=None, min_length=1)  # nest lb_name/lb_source under this key
+    # Where the status look-up lives, when not on `base_url` (its path there is *unconfirmed*).
+    status_base_url: str | None = Field(default=None, min_length=1, pattern=r"^https?://")
 
 
 def mask_address(address: object) -> str | None:
@@ -150,6 +187,10 @@ class RelayConnector(Connector):
     max_batch_rows: ClassVar[int] = 100
     default_batch_rows: ClassVar[int] = 100
     repeat_safe: ClassVar[bool] = False
+    supports_look_up: ClassVar[bool] = True
+    look_up_concurrency: ClassVar[int] = 8
+    # Relay's clock may be behind ours: its triggers this long before the run started still count.
+    look_up_clock_skew: ClassVar[timedelta] = timedelta(minutes=5)
 
     params: RelayParams
     connection: RelayConnection
@@ -159,7 +200,10 @@ class RelayConnector(Connector):
         self._api_key = connection.api_key.resolve("connection.api_key")
         self._single = params.mode == "single"
         self._inputs = params.input_fields()
-        self._client_url = f"{self.base_url}/messaging/client/{quote(connection.client_id, safe='')}/journey_trigger"
+        client_id = quote(connection.client_id, safe="")
+        self._client_url = f"{self.base_url}/messaging/client/{client_id}/journey_trigger"
+        status_base = (connection.status_base_url or self.base_url).rstrip("/")
+        self._status_url = f"{status_base}/experience-status/1.0/client/{client_id}/customer"
         self._model: type[DataFrameModel] | None = None
 
     def batch_limits(self) -> tuple[int, int]:
@@ -294,6 +338,49 @@ class RelayConnector(Connector):
         action, code = known
         return Resolution(action, code, _error_message(response))
 
+    # -- settling rows in doubt -----------------------------------------------------------------
+    async def look_up(
+        self, client: httpx.AsyncClient, keys: list[str], since: datetime | None = None
+    ) -> dict[str, LookUpAnswer]:
+        """Each customer's `trigger_status`, concurrently (see the module docstring)."""
+        trigger_id = self.params.trigger_id
+        if trigger_id is None or self._ccid_source() != self.key:
+            log.warning(
+                "relay status look-up skipped: it needs the campaign key as the ccid and one trigger_id; "
+                "%d rows stay in doubt",
+                len(keys),
+            )
+            return {}
+        headers = {**await self.authorize(client), "Accept": "application/json"}
+        earliest = None if since is None else _utc(since) - self.look_up_clock_skew
+        gate = asyncio.Semaphore(self.look_up_concurrency)
+        problems: Counter[str] = Counter()
+
+        async def one(ccid: str) -> LookUpAnswer | None:
+            async with gate:
+                try:
+                    response = await client.get(
+                        f"{self._status_url}/{quote(ccid, safe='')}/trigger_status", headers=headers
+                    )
+                except (httpx.HTTPError, OSError, TimeoutError) as exc:
+                    problems[type(exc).__name__] += 1
+                    return None
+            if response.status_code != 200:
+                problems[f"HTTP {response.status_code}"] += 1
+                return None
+            answer = read_trigger_status(response.content, ccid, trigger_id, earliest)
+            if answer is None:
+                problems["no clear answer"] += 1
+            return answer
+
+        answers = await asyncio.gather(*(one(key) for key in keys))
+        if problems:
+            reasons = ", ".join(f"{why} x{n}" for why, n in problems.most_common())
+            log.warning(
+                "relay status look-up: %d of %d rows stay in doubt (%s)", sum(problems.values()), len(keys), reasons
+            )
+        return {key: answer for key, answer in zip(keys, answers, strict=True) if answer is not None}
+
     # -- auth --------------------------------------------------------------------------------
     async def authorize(self, client: httpx.AsyncClient) -> Mapping[str, str]:
         return {API_KEY_HEADER: self._api_key.get_secret_value()}
@@ -348,6 +435,52 @@ def _read_result(result: dict[str, Any]) -> tuple[str, str | None, str | None, s
     if notifications:
         text += "; channels: " + ", ".join(str(n["status"]) for n in notifications)
     return status.value, code, text, details
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _triggered_at(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _utc(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def read_trigger_status(content: bytes, ccid: str, trigger_id: str, earliest: datetime | None) -> LookUpAnswer | None:
+    """What a `trigger_status` answer says of the campaign's trigger for `ccid` (None: cannot tell)."""
+    try:
+        answer = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    triggers = answer.get("triggers") if isinstance(answer, dict) else None
+    if not isinstance(triggers, list) or not isinstance(answer, dict) or str(answer.get("ccid", ccid)) != ccid:
+        return None
+    relevant: list[tuple[datetime | None, str, object]] = []
+    for trigger in triggers:
+        if not isinstance(trigger, dict):
+            return None
+        at = _triggered_at(trigger.get("triggered_at"))
+        if earliest is not None:
+            if at is None:
+                return None  # cannot tell whether it is this run key's
+            if at < earliest:
+                continue
+        relevant.append((at, str(trigger.get("trigger_id")), trigger.get("status")))
+    ours = [(at, status) for at, trigger, status in relevant if trigger == trigger_id]
+    if not ours:
+        return None if relevant else NOT_RECEIVED
+    statuses = [status for _, status in ours]
+    if "sent" in statuses:
+        return Status.ACCEPTED
+    if not all(isinstance(status, str) and status in _OUTCOMES for status in statuses):
+        return None
+    oldest = datetime.min.replace(tzinfo=UTC)
+    _, latest = max(ours, key=lambda entry: entry[0] or oldest)
+    return _OUTCOMES[str(latest)][0]
 
 
 def _error_message(response: httpx.Response, limit: int = 300) -> str:

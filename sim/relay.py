@@ -11,11 +11,23 @@ journey + inputs within ``duplicate_window_seconds`` is dropped as a duplicate (
 logged with status ``duplicate``). The bulk answer (undocumented) is
 ``{"results": [{"trigger_id", "ccid", "message", "notification"}]}`` in request order.
 The log's recipient key is the ccid.
+
+Status look-up (undocumented shape, as ``connectors/relay.py`` reads it): ``GET
+.../experience-status/1.0/client/{client_id}/customer/{ccid}/trigger_status`` answers
+``{"ccid", "triggers": [{"trigger_id", "journey_id", "status", "triggered_at"}]}``: every
+trigger the simulator applied for the ccid (processed requests only, a withheld answer
+included when the request was applied; a duplicate as ``not-sent``), oldest first, with the
+wall-clock time in ISO 8601 UTC. Every ccid is known (an empty list when never triggered).
+Same API-key checks and rate limit as the triggers; no injected faults (they model lost
+trigger answers); counted as ``status_lookups``, not logged.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -29,6 +41,7 @@ from sim.responsys import unknown_matcher
 API = "/platform/v3/api"
 BULK_PATH = API + "/messaging/client/{client_id}/journey_trigger"
 SINGLE_PATH = API + "/messaging/client/{client_id}/journey_trigger/{trigger_id}/customer/{ccid}"
+STATUS_PATH = API + "/experience-status/1.0/client/{client_id}/customer/{ccid}/trigger_status"
 API_KEY_HEADER = "xx-relay-api-key"
 MAX_LENGTH = 100
 _LIMITED = ("trigger_id", "ccid", "journey_id", "asset_id", "client_message_tag", "lb_name", "lb_source")
@@ -74,13 +87,23 @@ class Item(NamedTuple):
 class RelaySim:
     """State of one simulated Relay account (recent triggers for duplicate suppression)."""
 
-    def __init__(self, ctx: VendorContext) -> None:
+    def __init__(self, ctx: VendorContext, wall_clock: Callable[[], float] = time.time) -> None:
         self.ctx = ctx
         self.settings = ctx.config.relay
+        self.wall_clock = wall_clock
         self._not_sent = unknown_matcher(self.settings.not_sent_pattern)
         self._error = unknown_matcher(self.settings.error_pattern)
         self._recent: dict[bytes, float] = {}
-        for key in ("messages_sent", "messages_not_sent", "messages_error", "duplicates", "no_consent"):
+        # ccid -> (trigger_id, message status, wall-clock time) of every applied trigger: the status look-up.
+        self._triggered: dict[str, list[tuple[str, str, float]]] = {}
+        for key in (
+            "messages_sent",
+            "messages_not_sent",
+            "messages_error",
+            "duplicates",
+            "no_consent",
+            "status_lookups",
+        ):
             ctx.counters.setdefault(key, 0)
 
     # ------------------------------------------------------------ checks
@@ -156,6 +179,7 @@ class RelaySim:
         if window > 0 and last is not None and now - last < window:
             if apply:
                 self.ctx.count("duplicates")
+                self._remember(item, "not-sent")
             answer = {"message": {"status": "not-sent", "reason": "duplicate"}, "notification": {"results": []}}
             return answer, {"key": item.ccid, "status": "duplicate"}
         channels: list[dict[str, str]] = []
@@ -172,9 +196,28 @@ class RelaySim:
                 if len(self._recent) > 200_000:
                     self._recent = {k: t for k, t in self._recent.items() if now - t < window}
             self.ctx.count({"sent": "messages_sent", "not-sent": "messages_not_sent"}.get(status, "messages_error"))
+            self._remember(item, status)
             self.ctx.count("no_consent", sum(1 for c in channels if c["status"] == "no-consent"))
         entry: RecipientEntry = {"key": item.ccid, "status": "accepted" if status == "sent" else "rejected"}
         return {"message": {"status": status}, "notification": {"results": channels}}, entry
+
+    def _remember(self, item: Item, status: str) -> None:
+        self._triggered.setdefault(item.ccid, []).append((item.trigger_id, status, self.wall_clock()))
+
+    def trigger_status(self, ccid: str) -> dict[str, Any]:
+        """The status look-up's answer for one customer."""
+        triggers = [
+            {
+                "trigger_id": trigger_id,
+                "journey_id": self.settings.triggers.get(trigger_id),
+                "status": status,
+                "triggered_at": datetime.fromtimestamp(at, UTC)
+                .isoformat(timespec="milliseconds")
+                .replace("+00:00", "Z"),
+            }
+            for trigger_id, status, at in self._triggered.get(ccid, ())
+        ]
+        return {"ccid": ccid, "triggers": triggers}
 
     # ------------------------------------------------------------ handlers
 
@@ -239,6 +282,17 @@ class RelaySim:
     async def single(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, single=True)
 
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        ctx = self.ctx
+        ctx.count("status_lookups")
+        await ctx.apply_latency()
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        if not ctx.try_acquire():
+            return self._throttled()
+        return json_response(200, self.trigger_status(request.match_info["ccid"]))
+
 
 def create_app(ctx: VendorContext) -> web.Application:
     """The Relay sub-application (registered in sim.vendors)."""
@@ -246,4 +300,5 @@ def create_app(ctx: VendorContext) -> web.Application:
     app = web.Application()
     app.router.add_post(BULK_PATH, sim.bulk)
     app.router.add_post(SINGLE_PATH, sim.single)
+    app.router.add_get(STATUS_PATH, sim.status)
     return app

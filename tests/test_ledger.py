@@ -71,6 +71,11 @@ async def test_history_gives_the_latest_status_per_recipient(make_ledger: Ledger
         "g": "unanswered",
     }
     assert dict(history.select("recipient_key", "run_id").iter_rows())["e"] == "r1"
+    starts = await ledger.run_starts(campaign, "2026-11-23")
+    assert set(starts) == {"r1", "r2"}
+    assert starts["r1"] <= starts["r2"]
+    assert all(moment.tzinfo is not None for moment in starts.values())
+    assert await ledger.run_starts(campaign, "another-key") == {}
     assert await ledger.completed(campaign, "2026-11-23")
     assert (await ledger.history(campaign, "another-key")).height == 0
 

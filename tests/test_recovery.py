@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,12 @@ def test_crashes_at_three_points_resume_without_sending_anything_twice(
 
     planning = volley_run(cli_env, spec, slow_sim, results, *key, crash_at="planning")
     assert planning.returncode == -signal.SIGKILL
+    time.sleep(0.6)  # the simulator flushes its log every 0.2 s
     assert read_log(slow_sim.log_path).height == 0, "killed while planning: nothing sent"
 
     dispatch = volley_run(cli_env, spec, slow_sim, results, *key, crash_at="dispatch:8")
     assert dispatch.returncode == -signal.SIGKILL
+    time.sleep(0.6)
     sent_before_crash = accepted_recipients(slow_sim.log_path).height
     assert 0 < sent_before_crash < 4_000
 

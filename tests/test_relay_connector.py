@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +13,18 @@ import httpx
 import orjson
 import polars as pl
 import pytest
+from aiohttp.test_utils import TestServer
 
 from connectors.relay import RelayConnector, mask_address
+from sim.app import build_app
+from sim.config import SimConfig
 from tests.journey_support import RELAY_API_KEY, RELAY_TRIGGER, relay_audience, relay_spec
 from tests.support import write_spec
 from volley.batches import Batch
-from volley.campaign import Campaign
+from volley.campaign import Campaign, CampaignRun
+from volley.connector import NOT_RECEIVED
 from volley.errors import SpecError
+from volley.outcomes import RunIdentity, Status
 from volley.resolution import Action
 from volley.secrets import redact
 from volley.sources import ROW_INDEX
@@ -344,3 +352,178 @@ def test_unusable_params_are_one_line_spec_errors(tmp_path: Path, params: dict[s
         load(tmp_path, vendor_params=params)
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# -- status look-up ----------------------------------------------------------------------------
+
+SINCE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # when the run that sent the rows started
+STATUS_PATH = "/platform/v3/api/experience-status/1.0/client/volley-demo/customer/{}/trigger_status"
+
+
+def trigger(status: str, minutes: float = 1, trigger_id: str = RELAY_TRIGGER) -> dict[str, str]:
+    at = (SINCE + timedelta(minutes=minutes)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"trigger_id": trigger_id, "status": status, "triggered_at": at}
+
+
+def triggers(ccid: str, *found: dict[str, str]) -> tuple[int, Any]:
+    return 200, {"ccid": ccid, "triggers": list(found)}
+
+
+# ccid -> (HTTP status, answer; None: the connection is reset), what the look-up makes of it.
+LOOK_UPS: dict[str, tuple[tuple[int, Any] | None, Any]] = {
+    "sent": (triggers("sent", trigger("sent")), Status.ACCEPTED),
+    "not-sent": (triggers("not-sent", trigger("not-sent")), Status.REJECTED),
+    "error": (triggers("error", trigger("error")), Status.FAILED),
+    "dropped-as-duplicate": (
+        triggers("dropped-as-duplicate", trigger("sent"), trigger("not-sent", 2)),
+        Status.ACCEPTED,
+    ),
+    "error-then-not-sent": (triggers("error-then-not-sent", trigger("not-sent", 2), trigger("error")), Status.REJECTED),
+    "never": (triggers("never"), NOT_RECEIVED),
+    "yesterday": (triggers("yesterday", trigger("sent", -24 * 60)), NOT_RECEIVED),
+    "clock-behind": (triggers("clock-behind", trigger("sent", -3)), Status.ACCEPTED),
+    "CRD/1 2": (triggers("CRD/1 2", trigger("sent")), Status.ACCEPTED),
+    "other-trigger-only": (triggers("other-trigger-only", trigger("sent", trigger_id="Other-1")), None),
+    "pending": (triggers("pending", trigger("queued")), None),
+    "no-time": (triggers("no-time", {"trigger_id": RELAY_TRIGGER, "status": "sent"}), None),
+    "someone-else": (triggers("not-me"), None),
+    "unknown-ccid": ((404, {"message": "customer not found"}), None),
+    "server-error": ((503, {"message": "try later"}), None),
+    "throttled": ((429, None), None),
+    "unreadable": ((200, "<html>oops</html>"), None),
+    "reset": (None, None),
+}
+
+
+class FakeRelayStatus:
+    """Answers the status look-up from LOOK_UPS (plus `bulk-*`: never triggered); counts what is in flight."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.keys: set[str | None] = set()
+        self.in_flight = self.most_in_flight = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.raw_path.decode())
+        self.keys.add(request.headers.get("xx-relay-api-key"))
+        ccid = request.url.path.split("/customer/")[1].removesuffix("/trigger_status")
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.005)
+        finally:
+            self.in_flight -= 1
+        if ccid.startswith("bulk-"):
+            return httpx.Response(200, json={"ccid": ccid, "triggers": []})
+        answer = LOOK_UPS[ccid][0]
+        if answer is None:
+            raise httpx.ReadError("connection reset by peer", request=request)
+        status, body = answer
+        if isinstance(body, str):
+            return httpx.Response(status, text=body)
+        return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+
+
+async def test_the_look_up_reads_each_customer_s_trigger_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connector = connector_of(load(tmp_path))
+    assert connector.supports_look_up
+    fake = FakeRelayStatus()
+    keys = [*LOOK_UPS, *(f"bulk-{n}" for n in range(30))]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+        with caplog.at_level(logging.WARNING, logger="volley.connectors.relay"):
+            answers = await connector.look_up(client, keys, SINCE)
+    expected = {ccid: outcome for ccid, (_, outcome) in LOOK_UPS.items() if outcome is not None}
+    assert {k: v for k, v in answers.items() if not k.startswith("bulk-")} == expected
+    assert [answers[f"bulk-{n}"] for n in range(30)] == [NOT_RECEIVED] * 30
+    assert len(fake.paths) == len(keys), "one request per customer"
+    assert STATUS_PATH.format("CRD%2F1%202") in fake.paths
+    assert fake.keys == {RELAY_API_KEY}
+    assert 1 < fake.most_in_flight <= connector.look_up_concurrency
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("relay status look-up: 9 of 48 rows stay in doubt (no clear answer x5")
+    for reason in ("HTTP 404 x1", "HTTP 503 x1", "HTTP 429 x1", "ReadError x1"):
+        assert reason in warnings[0]
+    assert RELAY_API_KEY not in caplog.text
+
+
+async def test_without_the_run_s_start_any_trigger_on_record_counts(tmp_path: Path) -> None:
+    connector = connector_of(load(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(FakeRelayStatus())) as client:
+        answers = await connector.look_up(client, ["yesterday", "no-time", "never"])
+    assert answers == {"yesterday": Status.ACCEPTED, "no-time": Status.ACCEPTED, "never": NOT_RECEIVED}
+
+
+async def test_the_look_up_can_live_on_another_host(tmp_path: Path) -> None:
+    connector = connector_of(load(tmp_path, connection={"status_base_url": "https://status.relay.test/api/"}))
+    fake = FakeRelayStatus()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+        assert await connector.look_up(client, ["never"], SINCE) == {"never": NOT_RECEIVED}
+    assert fake.paths == ["/api/experience-status/1.0/client/volley-demo/customer/never/trigger_status"]
+
+
+@pytest.mark.parametrize(
+    "vendor_params",
+    [{"ccid_column": "order_id"}, {"trigger_id": None, "trigger_id_column": "first_name"}],
+)
+async def test_rows_stay_in_doubt_when_a_key_does_not_name_one_trigger_of_one_ccid(
+    tmp_path: Path, vendor_params: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    connector = connector_of(load(tmp_path, vendor_params=vendor_params))
+    fake = FakeRelayStatus()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fake)) as client:
+        assert await connector.look_up(client, ["sent", "never"], SINCE) == {}
+    assert fake.paths == []
+    assert "relay status look-up skipped" in caplog.text
+
+
+async def test_a_re_run_settles_rows_in_doubt_with_the_simulator_s_record(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        {
+            "ccid": ["CRD-0", "CRD-1", "NOSEND-2", "CRD-3", "CRD-4"],
+            "first_name": ["Ana", "Bo", "Cy", "Di", "Ed"],
+            "order_id": ["SO-0", "SO-1", "SO-2", "SO-3", "SO-4"],
+        }
+    )
+    async with TestServer(build_app(SimConfig())) as server:
+        base = str(server.make_url("/relay/platform/v3/api"))
+        source = tmp_path / "audience.parquet"
+        frame.write_parquet(source)
+        spec = relay_spec(source, base_url=base, results_dir=str(tmp_path / "results"))
+        campaign = Campaign.load(write_spec(tmp_path / "spec.yaml", spec))
+        connector = connector_of(campaign)
+        setattr(connector, "look_up_clock_skew", timedelta(0))  # noqa: B010 (one clock here)
+        trigger_url = f"{base}/messaging/client/volley-demo/journey_trigger"
+
+        async def trigger_directly(*ccids: str) -> None:
+            batch = [{"trigger_id": RELAY_TRIGGER, "ccid": ccid} for ccid in ccids]
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(
+                    trigger_url, json={"batch": batch}, headers={"xx-relay-api-key": RELAY_API_KEY}
+                )
+            assert answer.status_code == 200
+
+        await trigger_directly("CRD-0")  # an earlier run key's trigger, before this run key's first run
+        await asyncio.sleep(0.01)
+        ledger = campaign.open_ledger()
+        earlier = RunIdentity("r1", "day", "delivery", "relay")
+        await ledger.claim(earlier)
+        await ledger.intend(earlier, "b1", ["CRD-0", "CRD-1", "NOSEND-2", "CRD-3"])
+        await asyncio.sleep(0.01)
+        await trigger_directly("CRD-1", "NOSEND-2")  # reached Relay; then the run died (CRD-0, CRD-3 never left)
+        await ledger.finish(earlier, complete=False)
+        await ledger.close()
+
+        run = await CampaignRun.start(campaign, "day")
+        try:
+            assert await run.settle_in_doubt() == 4
+            plan = next(run.plan_slices())
+        finally:
+            await run.close()
+    assert plan.decided.select("recipient_key", "status", "error_code").rows() == [
+        ("CRD-1", "skipped", "already_accepted"),
+        ("NOSEND-2", "skipped", "rejected_before"),
+    ]
+    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["CRD-0", "CRD-3", "CRD-4"]]

@@ -6,6 +6,7 @@ customer not reported `in_doubt` accepted exactly once, and the invariant holds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,15 @@ import polars as pl
 import pytest
 
 from flows.campaign import campaign_flow
+from sim.log import read_log, withheld_requests
 from sim.testing import SimulatorProcess
-from tests.journey_support import RELAY_API_KEY, assert_sent_once_each, relay_audience, relay_spec
+from tests.journey_support import (
+    RELAY_API_KEY,
+    assert_sent_once_each,
+    processed_entries,
+    relay_audience,
+    relay_spec,
+)
 from tests.support import write_spec
 from volley.outcomes import check_invariant
 
@@ -106,3 +114,53 @@ async def test_the_sample_campaign_runs_as_documented(tmp_path: Path) -> None:
     outcomes = pl.read_parquet(summary["outcome_path"])
     clash = outcomes.filter(pl.col("error_code") == "input_order_id.key_clash")
     assert clash["row_index"].to_list() == [9]
+
+
+async def test_a_re_run_settles_lost_answers_with_the_status_look_up_and_sends_only_what_never_arrived(
+    tmp_path: Path,
+) -> None:
+    rows = 400
+    source = tmp_path / "audience.parquet"
+    relay_audience(rows).write_parquet(source)
+    spec = write_spec(
+        tmp_path / "spec.yaml", relay_spec(source, batch_size=10, limits={"timeout_seconds": 0.5, "concurrency": 4})
+    )
+    results = tmp_path / "r"
+    everyone = set(relay_audience(rows)["ccid"])
+    # Answers lost: a timeout (held past the client's timeout) or a reset, half of them after Relay applied them.
+    with SimulatorProcess(faults={"timeout": 0.15, "reset": 0.15}, seed=7, hold_seconds=1) as sim:
+        base_url = f"{sim.base_url}/relay/platform/v3/api"
+        first = pl.read_parquet((await run(spec, base_url, results, "lost"))["outcome_path"])
+        await asyncio.sleep(0.5)  # the simulator writes its log every 0.2 s
+        withheld = withheld_requests(read_log(sim.log_path))
+        reached = set(withheld.filter(pl.col("processed"))["key"])
+        never_arrived = set(withheld.filter(~pl.col("processed"))["key"])
+        assert reached, "some answers were lost after Relay applied the request"
+        assert never_arrived, "some requests were lost before Relay applied them"
+        assert set(first.filter(pl.col("status") == "in_doubt")["recipient_key"]) == reached | never_arrived
+
+        second = pl.read_parquet((await run(spec, base_url, results, "lost"))["outcome_path"])
+        check_invariant(second, rows)
+        by_key = {r["recipient_key"]: r for r in second.iter_rows(named=True)}
+        assert {(by_key[k]["status"], by_key[k]["error_code"]) for k in reached} == {("skipped", "already_accepted")}
+        resent = [by_key[k] for k in never_arrived]
+        assert {r["status"] for r in resent} <= {"accepted", "in_doubt"}, "sent again, without --resend-in-doubt"
+        assert not any(str(r["error_code"]).endswith("_before") for r in resent)
+        assert any(r["status"] == "accepted" for r in resent)
+
+        # Each later re-run settles what the one before lost (the look-up meets no faults) until none is left.
+        latest, runs = second, 2
+        while latest.filter(pl.col("status") == "in_doubt").height and runs < 8:
+            latest = pl.read_parquet((await run(spec, base_url, results, "lost"))["outcome_path"])
+            runs += 1
+            in_doubt = latest.filter(pl.col("status") == "in_doubt")
+            assert not in_doubt["error_code"].is_in(["in_doubt_before", "unanswered_before"]).any()
+        assert latest.filter(pl.col("status") == "in_doubt").height == 0, f"still in doubt after {runs} runs"
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{sim.base_url}/relay/_sim/stats")).json()
+
+    applied = processed_entries(sim.log_path, "relay")
+    assert applied["key"].is_duplicated().sum() == 0, "no customer reached Relay twice"
+    assert set(applied.filter(pl.col("status") == "accepted")["key"]) == everyone, "everyone triggered, once"
+    assert stats["duplicates"] == 0
+    assert stats["status_lookups"] >= len(reached | never_arrived)

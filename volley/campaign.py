@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from connectors import connector_class
 from volley import progress
 from volley.batches import Batch
-from volley.connector import RECIPIENT_KEY, Connector
+from volley.connector import NOT_RECEIVED, RECIPIENT_KEY, Connector, LookUpAnswer
 from volley.crashpoints import crash_point
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.errors import SourceError, SpecError
@@ -39,6 +39,7 @@ from volley.transport import make_client
 __all__ = ["Campaign", "CampaignRun", "DryRunReport", "RunOptions", "check_run_key", "default_run_key", "dry_run"]
 
 _RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")
+_SETTLED_BY_LOOK_UP = frozenset({Status.ACCEPTED, Status.REJECTED, Status.FAILED})
 
 
 def default_run_key() -> str:
@@ -267,23 +268,34 @@ class CampaignRun:
     async def settle_in_doubt(self, chunk: int = 100) -> int:
         """Where the vendor can be asked, settle earlier rows in doubt before deciding what to send.
 
-        Settled rows are recorded in the ledger under this run; returns how many were settled.
+        Rows it accepted, rejected or failed are recorded in the ledger under this run (the
+        planner skips them). Rows it has no record of (`NOT_RECEIVED`: the request never
+        arrived) leave this run's history, so they are sent like rows never sent; nothing is
+        recorded for them, so if this run stops before sending them the next run asks again.
+        Keys are asked per earlier run, with when that run started. Returns how many were settled.
         """
         connector = self.campaign.connector
         history = self.planner.history
-        doubtful = history.filter(pl.col("status").is_in([Status.IN_DOUBT.value, UNANSWERED]))[RECIPIENT_KEY]
+        doubtful = history.filter(pl.col("status").is_in([Status.IN_DOUBT.value, UNANSWERED]))
         if not connector.supports_look_up or doubtful.is_empty():
             return 0
         limits = self.campaign.spec.limits
-        keys = doubtful.to_list()
-        settled: dict[str, Status] = {}
+        starts = await self.ledger.run_starts(self.identity.campaign, self.identity.run_key)
+        answers: dict[str, LookUpAnswer] = {}
         async with make_client(limits.concurrency, limits.timeout_seconds, limits.connect_timeout_seconds) as client:
-            for start in range(0, len(keys), chunk):
-                settled.update(await connector.look_up(client, keys[start : start + chunk]))
+            for (run_id,), group in doubtful.group_by("run_id", maintain_order=True):
+                keys = group[RECIPIENT_KEY].to_list()
+                since = starts.get(str(run_id))
+                for start in range(0, len(keys), chunk):
+                    answers.update(await connector.look_up(client, keys[start : start + chunk], since))
+        settled = {key: Status(answer) for key, answer in answers.items() if answer in _SETTLED_BY_LOOK_UP}
+        not_received = [key for key, answer in answers.items() if answer == NOT_RECEIVED]
         if settled:
             await self.ledger.settle(self.identity, "look-up", list(settled), [s.value for s in settled.values()])
             self.planner.history = await self.ledger.history(self.identity.campaign, self.identity.run_key)
-        return len(settled)
+        if not_received:
+            self.planner.history = self.planner.history.filter(~pl.col(RECIPIENT_KEY).is_in(not_received))
+        return len(settled) + len(not_received)
 
     def plan_slices(self) -> Iterator[SlicePlan]:
         """Plan the audience slice by slice; rows settled before dispatch are recorded at once."""

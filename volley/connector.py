@@ -9,7 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import httpx
 import orjson
@@ -22,16 +23,23 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import DEFAULT_STATUS_TABLE, Action, Resolution, parse_retry_after
 
 __all__ = [
+    "NOT_RECEIVED",
     "RECIPIENT_KEY",
     "Call",
     "ConnectionParams",
     "Connector",
     "ConnectorError",
+    "LookUpAnswer",
     "VendorParams",
     "json_error_body",
 ]
 
 RECIPIENT_KEY = "recipient_key"
+
+NOT_RECEIVED: Final = "not_received"
+"""A status look-up's answer: the vendor positively has no record of the request, so it never
+took effect and the row may be sent again (unlike a key left out of the answer: unknown)."""
+LookUpAnswer: TypeAlias = Status | Literal["not_received"]
 
 
 class VendorParams(BaseModel):
@@ -128,10 +136,16 @@ class Connector(ABC):
     # -- settling rows in doubt -----------------------------------------------------------------
     supports_look_up: ClassVar[bool] = False
 
-    async def look_up(self, client: httpx.AsyncClient, keys: list[str]) -> dict[str, Status]:
+    async def look_up(
+        self, client: httpx.AsyncClient, keys: list[str], since: datetime | None = None
+    ) -> dict[str, LookUpAnswer]:
         """Ask the vendor what became of recipients whose answer was lost (a status look-up).
 
-        Returns the keys it could settle (accepted or rejected); the others stay in doubt.
+        Returns the keys it could settle: `accepted`, `rejected` or `failed` (what the lost
+        answer would have said), or `NOT_RECEIVED` when the vendor positively has no record of
+        the request. Keys it cannot tell (the look-up failed, the record is ambiguous) are left
+        out and stay in doubt: one key's failure never raises. `since` is when the run that sent
+        them started (None: unknown): a vendor record older than that is another run key's.
         Only for connectors with `supports_look_up`.
         """
         raise NotImplementedError

@@ -69,6 +69,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _started(rows: Sequence[tuple[Any, ...]]) -> dict[str, datetime]:
+    return {str(run_id): datetime.fromisoformat(str(started)) for run_id, started in rows}
+
+
 class Ledger(ABC):
     """What every ledger backend offers; all methods are coroutines for the flow's loop."""
 
@@ -79,6 +83,10 @@ class Ledger(ABC):
     @abstractmethod
     async def history(self, campaign: str, run_key: str) -> pl.DataFrame:
         """Latest status per recipient key sent under the run key (HISTORY_SCHEMA)."""
+
+    @abstractmethod
+    async def run_starts(self, campaign: str, run_key: str) -> dict[str, datetime]:
+        """When each run under the run key started (run id -> UTC time)."""
 
     @abstractmethod
     async def intend(self, run: RunIdentity, batch_id: str, keys: Sequence[str]) -> None:
@@ -184,6 +192,12 @@ class SqliteLedger(Ledger):
         ).fetchall()
         return history_frame(rows)
 
+    async def run_starts(self, campaign: str, run_key: str) -> dict[str, datetime]:
+        rows = self._db.execute(
+            "SELECT run_id, started_at FROM volley_runs WHERE campaign = ? AND run_key = ?", (campaign, run_key)
+        ).fetchall()
+        return _started(rows)
+
     def _record(self, run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None) -> None:
         self._db.execute(
             "INSERT INTO volley_sends (campaign, run_key, run_id, batch_id, kind, recipient_keys, statuses,"
@@ -277,6 +291,15 @@ class PostgresLedger(Ledger):
             )
             rows = await cursor.fetchall()
         return history_frame(rows)
+
+    async def run_starts(self, campaign: str, run_key: str) -> dict[str, datetime]:
+        db = await self._connection()
+        async with db.cursor() as cursor:
+            await cursor.execute(
+                "SELECT run_id, started_at FROM volley_runs WHERE campaign = %s AND run_key = %s", (campaign, run_key)
+            )
+            rows = await cursor.fetchall()
+        return _started(rows)
 
     async def _record(
         self, run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None

@@ -78,7 +78,8 @@ def _load_prefect_secret(name: str, field: str, described: str) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        block = Secret.load(name)
+        # Inside an async flow a plain `load` returns a coroutine (Prefect's async_dispatch).
+        block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
     except Exception as exc:  # the block API raises ValueError, httpx errors, ...
         raise SecretError(f"{field}: cannot load {described}: {type(exc).__name__}") from None
     value: object = block.get()  # type: ignore[union-attr]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from sim.app import build_app
+from sim.app import VENDORS_KEY, build_app
 from sim.config import RelaySimConfig, SimConfig
+from sim.faults import NO_FAULT, Fault, FaultDraw
 from sim.log import accepted_recipients, read_log
 from sim.relay import channels_for
 from sim.testing import SimulatorProcess
@@ -19,6 +21,7 @@ KEY = {"xx-relay-api-key": "relay-demo-key"}
 TRIGGER = "Delivery-Reminder-2"
 JOURNEY = "27b88f6f-2261-4dfc-bf04-1bf8309857a9"
 BULK = "/relay/platform/v3/api/messaging/client/volley-demo/journey_trigger"
+STATUS = "/relay/platform/v3/api/experience-status/1.0/client/volley-demo/customer/{}/trigger_status"
 
 
 def single_path(trigger: str, ccid: str) -> str:
@@ -159,3 +162,59 @@ async def test_outcome_patterns_are_configurable() -> None:
         answer = await client.post(BULK, json={"batch": [item("VIP-1"), item("NOSEND-1")]}, headers=KEY)
         results = (await answer.json())["results"]
     assert [r["message"]["status"] for r in results] == ["not-sent", "sent"]
+
+
+class ScriptedFaults:
+    """Fault draws in a given order, then none."""
+
+    def __init__(self, *draws: FaultDraw) -> None:
+        self.draws = list(draws)
+
+    def draw(self) -> FaultDraw:
+        return self.draws.pop(0) if self.draws else NO_FAULT
+
+
+async def test_the_status_look_up_lists_every_trigger_applied_and_only_those() -> None:
+    app = build_app(SimConfig(hold_seconds=0))
+    scripted = ScriptedFaults(
+        NO_FAULT,
+        FaultDraw(Fault.TIMEOUT, processed=True),  # applied, answer lost
+        FaultDraw(Fault.TIMEOUT, processed=False),  # answer lost before it was applied
+    )
+    app[VENDORS_KEY]["relay"].faults = scripted  # type: ignore[assignment]
+    async with TestClient(TestServer(app)) as client:
+        answered = await client.post(
+            BULK, json={"batch": [item("S-1"), item("NOSEND-1"), item("ERROR-1")]}, headers=KEY
+        )
+        applied = await client.post(BULK, json={"batch": [item("S-2")]}, headers=KEY)
+        lost = await client.post(BULK, json={"batch": [item("S-3")]}, headers=KEY)
+        duplicate = await client.post(BULK, json={"batch": [item("S-1")]}, headers=KEY)
+        statuses = {}
+        for ccid in ("S-1", "NOSEND-1", "ERROR-1", "S-2", "S-3", "never"):
+            answer = await client.get(STATUS.format(ccid), headers=KEY)
+            assert answer.status == 200
+            statuses[ccid] = await answer.json()
+        refused = [
+            (await client.get(STATUS.format("S-1"), headers=headers)).status
+            for headers in ({}, {"xx-relay-api-key": "wrong"})
+        ]
+        other_client = await client.get(STATUS.format("S-1").replace("volley-demo", "someone-else"), headers=KEY)
+        stats = await (await client.get("/relay/_sim/stats")).json()
+    assert [r.status for r in (answered, applied, lost, duplicate)] == [200, 504, 504, 200]
+
+    def brief(ccid: str) -> list[tuple[str, str | None, str]]:
+        assert statuses[ccid]["ccid"] == ccid
+        return [(t["trigger_id"], t["journey_id"], t["status"]) for t in statuses[ccid]["triggers"]]
+
+    assert brief("S-1") == [(TRIGGER, JOURNEY, "sent"), (TRIGGER, JOURNEY, "not-sent")]  # then a duplicate
+    assert brief("NOSEND-1") == [(TRIGGER, JOURNEY, "not-sent")]
+    assert brief("ERROR-1") == [(TRIGGER, JOURNEY, "error")]
+    assert brief("S-2") == [(TRIGGER, JOURNEY, "sent")]
+    assert brief("S-3") == brief("never") == []
+    moment = datetime.fromisoformat(statuses["S-2"]["triggers"][0]["triggered_at"])
+    assert statuses["S-2"]["triggers"][0]["triggered_at"].endswith("Z")
+    assert abs(datetime.now(UTC) - moment) < timedelta(minutes=1)
+    assert refused == [401, 401]
+    assert other_client.status == 403
+    assert stats["status_lookups"] == 9
+    assert stats["requests"] == 4, "look-ups are not trigger requests"
