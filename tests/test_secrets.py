@@ -72,7 +72,9 @@ async def test_credentials_and_tokens_appear_nowhere(
             spec_path=str(spec), run_key="k", base_url=sim.responsys_url, results_dir=str(tmp_path / "results")
         )
         assert isinstance(summary, dict)
-        assert summary["counts"]["accepted"] > 0
+        counts = summary["counts"]
+        assert isinstance(counts, dict)
+        assert counts["accepted"] > 0
         tokens = [value for value in secrets._secrets if value not in (PASSWORD,)]
         assert len(tokens) >= 2, "the simulator expired tokens mid-run: several were issued"
         wrong = tmp_path / "wrong.yaml"
