@@ -9,6 +9,7 @@ import polars as pl
 
 from sim.config import DEMO_CHATBOT_ID
 from sim.log import read_log
+from tests.support import with_overrides
 
 MEDCHAT_TOKEN = "medchat-demo-token"
 RELAY_API_KEY = "relay-demo-key"
@@ -85,12 +86,7 @@ def relay_spec(
 
 
 def _merge(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 def processed_entries(log_path: Path, vendor: str) -> pl.DataFrame:

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from sim.log import read_log
+from tests.support import with_overrides
 
 # What the simulators accept by default (sim/config.py), as scripts/demo.py sets them.
 SPRINKLR_ENV = {
@@ -38,12 +39,7 @@ def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
 
 
 def _merge(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    return spec
+    return with_overrides(spec, overrides)
 
 
 def sprinklr_audience(rows: int, start: int = 0) -> pl.DataFrame:

@@ -54,14 +54,19 @@ def responsys_spec(
             "max_attempts": 10,
         },
     }
+    return with_overrides(spec, overrides)
+
+
+def write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def with_overrides(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`spec` with top-level overrides; a mapping over a mapping is merged one level deep."""
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value
     return spec
-
-
-def write_spec(path: Path, spec: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return path

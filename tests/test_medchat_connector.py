@@ -14,7 +14,7 @@ import pytest
 from connectors.medchat import MedChatConnector
 from flows.cancel import cancel_overrides
 from tests.journey_support import MEDCHAT_TOKEN, medchat_audience, medchat_spec
-from tests.support import write_spec
+from tests.support import with_overrides, write_spec
 from volley.batches import Batch
 from volley.campaign import Campaign
 from volley.errors import SpecError
@@ -61,8 +61,7 @@ def load(tmp_path: Path, audience: pl.DataFrame | None = None, **overrides: Any)
     spec = medchat_spec(source, base_url=BASE)
     params = overrides.pop("vendor_params", {})
     spec["vendor_params"] = {**spec["vendor_params"], **params}
-    for key, value in overrides.items():
-        spec[key] = {**spec[key], **value} if isinstance(value, dict) and isinstance(spec.get(key), dict) else value
+    spec = with_overrides(spec, overrides)
     return Campaign.load(write_spec(tmp_path / "spec.yaml", spec))
 
 

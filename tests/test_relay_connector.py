@@ -19,7 +19,7 @@ from connectors.relay import RelayConnector, mask_address
 from sim.app import build_app
 from sim.config import SimConfig
 from tests.journey_support import RELAY_API_KEY, RELAY_TRIGGER, relay_audience, relay_spec
-from tests.support import write_spec
+from tests.support import with_overrides, write_spec
 from volley.batches import Batch
 from volley.campaign import Campaign, CampaignRun
 from volley.connector import NOT_RECEIVED
@@ -52,8 +52,7 @@ def load(tmp_path: Path, audience: pl.DataFrame | None = None, **overrides: Any)
     (audience if audience is not None else relay_audience(3)).write_parquet(source)
     spec = relay_spec(source, base_url=BASE)
     spec["vendor_params"] = {**spec["vendor_params"], **overrides.pop("vendor_params", {})}
-    for key, value in overrides.items():
-        spec[key] = {**spec[key], **value} if isinstance(value, dict) and isinstance(spec.get(key), dict) else value
+    spec = with_overrides(spec, overrides)
     return Campaign.load(write_spec(tmp_path / "spec.yaml", spec))
 
 
