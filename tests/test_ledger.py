@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 
 from volley.errors import InputError
-from volley.ledger import Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, open_ledger
+from volley.group_commit import GroupCommit
+from volley.ledger import UNANSWERED, Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, open_ledger
 from volley.outcomes import RunIdentity
 
 LedgerFactory = Callable[[], Ledger]
@@ -108,3 +111,41 @@ async def test_an_unreachable_postgres_ledger_is_a_one_line_error_without_the_pa
     assert message.startswith("ledger postgresql://volley@127.0.0.1:1/test: ")
     assert "pw-very-secret" not in message
     assert "\n" not in message
+
+
+async def test_concurrent_records_share_a_transaction_and_each_waits_for_its_own(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = make_ledger()
+    run = identity("r-group", f"group-{uuid.uuid4().hex[:8]}")
+    await ledger.claim(run)
+    writes: list[int] = []
+    write_sends = ledger._write_sends
+
+    async def counted(rows: list[Any]) -> None:
+        writes.append(len(rows))
+        await write_sends(rows)
+
+    ledger._sends = GroupCommit(counted)
+    await asyncio.gather(*(ledger.intend(run, f"b{i}", [f"k{i}"]) for i in range(40)))
+    assert sum(writes) == 40
+    assert len(writes) < 40  # records that arrived while one write was out went together
+    history = await ledger.history(run.campaign, run.run_key)
+    assert statuses(history) == {f"k{i}": UNANSWERED for i in range(40)}
+
+
+async def test_a_failed_write_fails_every_record_of_its_group_and_not_the_next() -> None:
+    calls: list[list[str]] = []
+
+    async def write(rows: list[str]) -> None:
+        calls.append(rows)
+        await asyncio.sleep(0)
+        if "bad" in rows:
+            raise OSError("disk full")
+
+    group: GroupCommit[str] = GroupCommit(write)
+    first = await asyncio.gather(group.submit("bad"), group.submit("also-in-group"), return_exceptions=True)
+    assert [type(r) for r in first] == [OSError, OSError]
+    await group.submit("later")
+    await group.flush()
+    assert calls == [["bad", "also-in-group"], ["later"]]

@@ -11,6 +11,7 @@ shared between machines; there the run-key claim is a session advisory lock.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -26,6 +27,7 @@ import orjson
 import polars as pl
 
 from volley.errors import InputError
+from volley.group_commit import GroupCommit
 from volley.outcomes import RunIdentity, Status
 from volley.secrets import redact
 
@@ -73,8 +75,26 @@ def _started(rows: Sequence[tuple[Any, ...]]) -> dict[str, datetime]:
     return {str(run_id): datetime.fromisoformat(str(started)) for run_id, started in rows}
 
 
+_INSERT_SEND = (
+    "INSERT INTO volley_sends (campaign, run_key, run_id, batch_id, kind, recipient_keys, statuses, recorded_at)"
+    " VALUES ({0}, {0}, {0}, {0}, {0}, {0}, {0}, {0})"
+)
+SendRow = tuple[str, str, str, str, str, str, str | None, str]
+
+
+def _send_row(run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None) -> SendRow:
+    return (run.campaign, run.run_key, run.run_id, batch_id, kind, orjson.dumps(list(keys)).decode(), letters, _now())
+
+
 class Ledger(ABC):
-    """What every ledger backend offers; all methods are coroutines for the flow's loop."""
+    """What every ledger backend offers; all methods are coroutines for the flow's loop.
+
+    Intents and outcomes are group-committed: each call returns once its own record is
+    durable, and the records of concurrent calls share one transaction.
+    """
+
+    def __init__(self) -> None:
+        self._sends: GroupCommit[SendRow] = GroupCommit(self._write_sends)
 
     @abstractmethod
     async def claim(self, run: RunIdentity) -> None:
@@ -88,13 +108,17 @@ class Ledger(ABC):
     async def run_starts(self, campaign: str, run_key: str) -> dict[str, datetime]:
         """When each run under the run key started (run id -> UTC time)."""
 
-    @abstractmethod
     async def intend(self, run: RunIdentity, batch_id: str, keys: Sequence[str]) -> None:
         """Durably record that a batch is about to be sent."""
+        await self._sends.submit(_send_row(run, batch_id, "intent", keys, None))
 
-    @abstractmethod
     async def settle(self, run: RunIdentity, batch_id: str, keys: Sequence[str], statuses: Sequence[str]) -> None:
         """Durably record the per-recipient outcome of a batch (or of part of one)."""
+        await self._sends.submit(_send_row(run, batch_id, "outcome", keys, _letters(statuses)))
+
+    @abstractmethod
+    async def _write_sends(self, rows: list[SendRow]) -> None:
+        """Insert the rows into volley_sends in one transaction."""
 
     @abstractmethod
     async def finish(self, run: RunIdentity, complete: bool) -> None:
@@ -150,6 +174,7 @@ class SqliteLedger(Ledger):
     """The embedded ledger: one SQLite file, a lock file per run key."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -198,20 +223,20 @@ class SqliteLedger(Ledger):
         ).fetchall()
         return _started(rows)
 
-    def _record(self, run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None) -> None:
-        self._db.execute(
-            "INSERT INTO volley_sends (campaign, run_key, run_id, batch_id, kind, recipient_keys, statuses,"
-            " recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.campaign, run.run_key, run.run_id, batch_id, kind, orjson.dumps(list(keys)).decode(), letters, _now()),
-        )
+    async def _write_sends(self, rows: list[SendRow]) -> None:
+        await asyncio.to_thread(self._insert_sends, rows)  # the loop goes on sending while SQLite writes
 
-    async def intend(self, run: RunIdentity, batch_id: str, keys: Sequence[str]) -> None:
-        self._record(run, batch_id, "intent", keys, None)
-
-    async def settle(self, run: RunIdentity, batch_id: str, keys: Sequence[str], statuses: Sequence[str]) -> None:
-        self._record(run, batch_id, "outcome", keys, _letters(statuses))
+    def _insert_sends(self, rows: list[SendRow]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(_INSERT_SEND.format("?"), rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def finish(self, run: RunIdentity, complete: bool) -> None:
+        await self._sends.flush()
         self._db.execute(
             "UPDATE volley_runs SET finished_at = ?, complete = ? WHERE campaign = ? AND run_key = ? AND run_id = ?",
             (_now(), int(complete), run.campaign, run.run_key, run.run_id),
@@ -229,6 +254,7 @@ class SqliteLedger(Ledger):
         return row is not None
 
     async def close(self) -> None:
+        await self._sends.flush()
         for handle in self._locks.values():
             handle.close()
         self._locks.clear()
@@ -239,6 +265,7 @@ class PostgresLedger(Ledger):
     """A ledger shared between machines; the run-key claim is a session advisory lock."""
 
     def __init__(self, url: str, password: str | None = None) -> None:
+        super().__init__()
         self.url = url
         self._password = password
         self._db: Any = None
@@ -301,33 +328,13 @@ class PostgresLedger(Ledger):
             rows = await cursor.fetchall()
         return _started(rows)
 
-    async def _record(
-        self, run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None
-    ) -> None:
+    async def _write_sends(self, rows: list[SendRow]) -> None:
         db = await self._connection()
-        async with db.cursor() as cursor:
-            await cursor.execute(
-                "INSERT INTO volley_sends (campaign, run_key, run_id, batch_id, kind, recipient_keys, statuses,"
-                " recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    run.campaign,
-                    run.run_key,
-                    run.run_id,
-                    batch_id,
-                    kind,
-                    orjson.dumps(list(keys)).decode(),
-                    letters,
-                    _now(),
-                ),
-            )
-
-    async def intend(self, run: RunIdentity, batch_id: str, keys: Sequence[str]) -> None:
-        await self._record(run, batch_id, "intent", keys, None)
-
-    async def settle(self, run: RunIdentity, batch_id: str, keys: Sequence[str], statuses: Sequence[str]) -> None:
-        await self._record(run, batch_id, "outcome", keys, _letters(statuses))
+        async with db.transaction(), db.cursor() as cursor:
+            await cursor.executemany(_INSERT_SEND.format("%s"), rows)
 
     async def finish(self, run: RunIdentity, complete: bool) -> None:
+        await self._sends.flush()
         db = await self._connection()
         async with db.cursor() as cursor:
             await cursor.execute(
@@ -347,6 +354,7 @@ class PostgresLedger(Ledger):
             return await cursor.fetchone() is not None
 
     async def close(self) -> None:
+        await self._sends.flush()
         if self._db is not None:
             await self._db.close()
             self._db = None
