@@ -135,8 +135,11 @@ async def _run(
     in_flight: set[asyncio.Task[int]] = set()
     stopped: InputError | None = None
     async with run.dispatching() as dispatcher:
+        upcoming = asyncio.ensure_future(plan_next_slice(_quoted(slices)))
         try:
-            while (plan := await plan_next_slice(_quoted(slices))) is not None:
+            while (plan := await upcoming) is not None:
+                # Plan the next slice while this one is sent: the workers never wait for planning.
+                upcoming = asyncio.ensure_future(plan_next_slice(_quoted(slices)))
                 for shard in plan.shards:
                     while len(in_flight) >= campaign.spec.shards_in_flight:
                         done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -145,6 +148,9 @@ async def _run(
                     in_flight.add(asyncio.create_task(send_shard(_quoted(dispatcher), shard.shard_id, _quoted(shard))))
         except InputError as exc:  # the source failed mid-way: finish what was queued, keep it all
             stopped = exc
+        except BaseException:
+            upcoming.cancel()
+            raise
         await asyncio.gather(*in_flight)
     if stopped is not None:
         summary = await run.abandon(str(stopped))
