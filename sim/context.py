@@ -154,6 +154,12 @@ class VendorContext:
 
     # ------------------------------------------------------------ behaviour
 
+    async def begin(self, request: web.BaseRequest) -> str:
+        """Count a request and wait the configured latency; its request id."""
+        self.counters["requests"] += 1
+        await self.apply_latency()
+        return self.request_id(request)
+
     async def apply_latency(self) -> None:
         """Sleep the configured per-request latency (no-op at 0)."""
         if self._latency > 0.0:
@@ -169,6 +175,24 @@ class VendorContext:
         draw = self.faults.draw()
         if draw.fault is not Fault.NONE:
             self.fault_counts[str(draw.fault.value)] += 1
+        return draw
+
+    def admit(self, request_id: str, throttled: Callable[[], web.Response]) -> FaultDraw | web.Response:
+        """The rate limit, then the injected fault (see `screen_fault`); a refused request is logged."""
+        if not self.try_acquire():
+            self.note_throttled(request_id)
+            return throttled()
+        return self.screen_fault(request_id, throttled)
+
+    def screen_fault(self, request_id: str, throttled: Callable[[], web.Response]) -> FaultDraw | web.Response:
+        """Draw the injected fault: an injected throttle (the vendor's `throttled()` answer) or 5xx ends
+        the request here, logged; any other draw is returned for the vendor to act on (withholds)."""
+        draw = self.draw_fault()
+        if draw.fault is Fault.THROTTLE:
+            self.note_throttled(request_id, Fault.THROTTLE)
+            return throttled()
+        if draw.fault is Fault.ERROR_5XX:
+            return self.answer_5xx(request_id)
         return draw
 
     # ------------------------------------------------------------ generic answers

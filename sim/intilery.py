@@ -29,7 +29,6 @@ import orjson
 from aiohttp import web
 
 from sim.context import VendorContext, json_response
-from sim.faults import Fault
 from sim.log import RecipientEntry
 from sim.throttle import TokenBucket
 
@@ -116,9 +115,7 @@ class IntilerySim:
     async def _gate(self, request: web.Request) -> tuple[str, web.StreamResponse | None]:
         """Token and rate: (request id, an answer that ends the request here or None)."""
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
+        request_id = await ctx.begin(request)
         if request.headers.get("auth-token", "") not in self.settings.auth_tokens:
             ctx.record(request_id, "rejected")
             return request_id, json_response(403, failure("invalid or missing auth-token"))
@@ -148,12 +145,9 @@ class IntilerySim:
         request_id, answer = await self._gate(request)
         if answer is not None:
             return answer
-        draw = ctx.draw_fault()
-        if draw.fault is Fault.THROTTLE:
-            ctx.note_throttled(request_id, Fault.THROTTLE)
-            return json_response(429, failure("too many requests"))
-        if draw.fault is Fault.ERROR_5XX:
-            return ctx.answer_5xx(request_id)
+        draw = ctx.screen_fault(request_id, lambda: json_response(429, failure("too many requests")))
+        if isinstance(draw, web.Response):
+            return draw
         body = await self._read(request, request_id)
         if isinstance(body, web.Response):
             return body

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from sim.config import MedChatJourneyConfig
 from sim.context import VendorContext, json_response
-from sim.faults import Fault, FaultDraw
+from sim.faults import FaultDraw
 from sim.log import RecipientEntry
 from sim.responsys import unknown_matcher
 
@@ -102,9 +102,13 @@ class MedChatSim:
     def _throttled() -> web.Response:
         return json_response(429, ["Too many requests. Please retry later."], headers={"Retry-After": "1"})
 
-    def _gate(self, request: web.Request, request_id: str) -> tuple[MedChatJourneyConfig, FaultDraw] | web.Response:
-        """Auth, journey, rate limit and injected faults, in the order a gateway applies them."""
+    async def _gate(self, request: web.Request) -> tuple[str, MedChatJourneyConfig, FaultDraw] | web.Response:
+        """Auth, journey, rate limit and injected faults, in the order a gateway applies them.
+
+        Past them: the request id, the journey and the fault drawn (a withholding one is the caller's).
+        """
         ctx = self.ctx
+        request_id = await ctx.begin(request)
         denied = self._denied(request)
         if denied is not None:
             ctx.record(request_id, "rejected")
@@ -113,16 +117,10 @@ class MedChatSim:
         if isinstance(journey, web.Response):
             ctx.record(request_id, "rejected")
             return journey
-        if not ctx.try_acquire():
-            ctx.note_throttled(request_id)
-            return self._throttled()
-        draw = ctx.draw_fault()
-        if draw.fault is Fault.THROTTLE:
-            ctx.note_throttled(request_id, Fault.THROTTLE)
-            return self._throttled()
-        if draw.fault is Fault.ERROR_5XX:
-            return ctx.answer_5xx(request_id)
-        return journey, draw
+        draw = ctx.admit(request_id, self._throttled)
+        if isinstance(draw, web.Response):
+            return draw
+        return request_id, journey, draw
 
     # ------------------------------------------------------------ trigger
 
@@ -207,13 +205,10 @@ class MedChatSim:
 
     async def bulk(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
-        gate = self._gate(request, request_id)
+        gate = await self._gate(request)
         if isinstance(gate, web.Response):
             return gate
-        journey, draw = gate
+        request_id, journey, draw = gate
         chatbot_id = request.match_info["chatBotId"]
         outcome = self.evaluate(chatbot_id, journey, await request.read())
         if draw.fault.withholds:
@@ -234,13 +229,10 @@ class MedChatSim:
 
     async def cancel(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
-        gate = self._gate(request, request_id)
+        gate = await self._gate(request)
         if isinstance(gate, web.Response):
             return gate
-        _, draw = gate
+        request_id, _, draw = gate
         chatbot_id = request.match_info["chatBotId"]
         instance_id = request.match_info["journeyInstanceId"]
         instance = self.instances.get(instance_id)

@@ -34,7 +34,6 @@ import orjson
 from aiohttp import web
 
 from sim.context import VendorContext, json_response
-from sim.faults import Fault
 from sim.log import RecipientEntry
 from sim.responsys import unknown_matcher
 
@@ -223,22 +222,14 @@ class RelaySim:
 
     async def _handle(self, request: web.Request, single: bool) -> web.StreamResponse:
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
+        request_id = await ctx.begin(request)
         denied = self._denied(request)
         if denied is not None:
             ctx.record(request_id, "rejected")
             return denied
-        if not ctx.try_acquire():
-            ctx.note_throttled(request_id)
-            return self._throttled()
-        draw = ctx.draw_fault()
-        if draw.fault is Fault.THROTTLE:
-            ctx.note_throttled(request_id, Fault.THROTTLE)
-            return self._throttled()
-        if draw.fault is Fault.ERROR_5XX:
-            return ctx.answer_5xx(request_id)
+        draw = ctx.admit(request_id, self._throttled)
+        if isinstance(draw, web.Response):
+            return draw
         checked = self._read(await request.read(), request.match_info if single else None)
         if isinstance(checked, Refusal):
             if draw.fault.withholds:

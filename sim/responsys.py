@@ -17,7 +17,6 @@ import orjson
 from aiohttp import web
 
 from sim.context import JSON_CONTENT_TYPE, VendorContext, json_response
-from sim.faults import Fault
 from sim.log import RecipientEntry
 from sim.throttle import TokenBucket
 
@@ -327,22 +326,14 @@ class ResponsysSim:
 
     async def trigger(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
+        request_id = await ctx.begin(request)
         denied = self.token_error(request)
         if denied is not None:
             ctx.record(request_id, "rejected")
             return denied
-        if not ctx.try_acquire():
-            ctx.note_throttled(request_id)
-            return self.throttle_answer()
-        draw = ctx.draw_fault()
-        if draw.fault is Fault.THROTTLE:
-            ctx.note_throttled(request_id, Fault.THROTTLE)
-            return self.throttle_answer()
-        if draw.fault is Fault.ERROR_5XX:
-            return ctx.answer_5xx(request_id)
+        draw = ctx.admit(request_id, self.throttle_answer)
+        if isinstance(draw, web.Response):
+            return draw
         body = await request.read()
         outcome = self.evaluate(request.match_info["eventName"], body)
         if draw.fault.withholds:

@@ -31,7 +31,6 @@ import orjson
 from aiohttp import web
 
 from sim.context import VendorContext, json_response
-from sim.faults import Fault
 from sim.log import RecipientEntry
 from sim.throttle import TokenBucket
 
@@ -254,9 +253,7 @@ class SprinklrSim:
 
     async def journey(self, request: web.Request) -> web.StreamResponse:
         ctx = self.ctx
-        ctx.counters["requests"] += 1
-        await ctx.apply_latency()
-        request_id = ctx.request_id(request)
+        request_id = await ctx.begin(request)
         endpoint = request.match_info["endpoint"]
         if endpoint not in ENDPOINTS:
             ctx.record(request_id, "rejected")
@@ -271,12 +268,9 @@ class SprinklrSim:
             ctx.count("unauthorized")
             ctx.record(request_id, "rejected")
             return json_response(401, error_body("UNAUTHORIZED", "access token invalid or expired"))
-        draw = ctx.draw_fault()
-        if draw.fault is Fault.THROTTLE:
-            ctx.note_throttled(request_id, Fault.THROTTLE)
-            return self.throttle_answer()
-        if draw.fault is Fault.ERROR_5XX:
-            return ctx.answer_5xx(request_id)
+        draw = ctx.screen_fault(request_id, self.throttle_answer)
+        if isinstance(draw, web.Response):
+            return draw
         verdict = self.evaluate(endpoint, await request.read())
         entries = [verdict.entry] if verdict.entry is not None else []
         if draw.fault.withholds:
