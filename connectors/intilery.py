@@ -43,7 +43,6 @@ import polars as pl
 from pandera.api.polars.model import DataFrameModel
 from pydantic import Field, field_validator, model_validator
 
-from connectors._json import json_member, json_object, raw_member
 from schemas.intilery import COMMANDS, MERGE_PREFIX, SEND_COMMANDS, IntileryAudience
 from volley.batches import Batch
 from volley.connector import RECIPIENT_KEY, Call, ConnectionParams, Connector, VendorParams, json_error_body
@@ -51,7 +50,7 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import DEFAULT_STATUS_TABLE, Action, Resolution
 from volley.secrets import SecretRef
 from volley.sources import ROW_INDEX
-from volley.text import as_text
+from volley.text import as_text, json_object, json_string, json_value
 
 __all__ = ["IntileryConnection", "IntileryConnector", "IntileryParams"]
 
@@ -243,19 +242,22 @@ class IntileryConnector(Connector):
         properties = pl.when(event == "start_journey").then(
             json_object(
                 [
-                    json_member("journeyIdToTrigger", pl.col("journeyIdToTrigger")),
-                    json_member("stepIdToTrigger", pl.col("stepIdToTrigger")),
+                    ("journeyIdToTrigger", json_string(pl.col("journeyIdToTrigger"))),
+                    ("stepIdToTrigger", json_string(pl.col("stepIdToTrigger"))),
                 ]
             )
         )
         members = [
-            json_member("userId", pl.col("userId")),
-            json_member("event", event),
-            json_member("assetId", pl.when(is_send).then(pl.col("assetId"))),
-            raw_member("properties", properties),
-            json_member("timestamp", pl.col("timestamp")),
+            ("userId", json_string(pl.col("userId"))),
+            ("event", json_string(event)),
+            ("assetId", json_string(pl.when(is_send).then(pl.col("assetId")))),
+            ("properties", properties),
+            ("timestamp", json_string(pl.col("timestamp"))),
         ]
-        members += [json_member(f.name, pl.col(f"{MERGE_PREFIX}{f.name}")) for f in self.params.merge_fields()]
+        schema = frame.schema
+        for f in self.params.merge_fields():
+            column = f"{MERGE_PREFIX}{f.name}"
+            members.append((f.name, json_value(pl.col(column), schema[column])))  # merge data keeps its JSON type
         return frame.select(json_object(members).alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:

@@ -51,7 +51,7 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef
 from volley.sources import ROW_INDEX
-from volley.text import as_text
+from volley.text import as_text, json_object, json_string
 
 __all__ = ["CANCEL_KEY", "JourneyParameter", "MedChatConnection", "MedChatConnector", "MedChatParams"]
 
@@ -225,7 +225,7 @@ class MedChatConnector(Connector):
         if self._cancel:
             return frame[INSTANCE_ID].alias("payload")
         zone = self.params.time_zone
-        values: list[pl.Expr] = []
+        values: list[tuple[str, pl.Expr]] = []
         for name, p in self._parameters.items():
             value = pl.col(f"{PARAMETER_PREFIX}{name}")
             if p.type == "datetime":
@@ -233,9 +233,9 @@ class MedChatConnector(Connector):
                 value = parse_datetime(value, zone, p.source_format).dt.to_string(p.format)
             if not p.required:
                 value = value.fill_null("")
-            values.append(value.alias(name))
-        instance = pl.struct(pl.struct(values).alias("parameters"))
-        return frame.select(instance.struct.json_encode().alias("payload")).to_series()
+            values.append((name, json_string(value)))
+        instance = json_object([("parameters", json_object(values))])
+        return frame.select(instance.alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
         headers = {**auth_headers, "Accept": "application/json", "X-Request-Id": batch.batch_id}

@@ -86,7 +86,7 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef
 from volley.sources import ROW_INDEX
-from volley.text import as_text
+from volley.text import as_text, json_object, json_string
 
 __all__ = ["RelayConnection", "RelayConnector", "RelayInput", "RelayParams", "mask_address", "read_trigger_status"]
 
@@ -255,37 +255,35 @@ class RelayConnector(Connector):
         columns += [text(column).alias(column) for column in self._forwarded(schema)]
         return frame.select(columns)
 
-    def _lb(self) -> list[pl.Expr]:
-        fields = [pl.lit(self.params.lb_name).alias("lb_name")]
+    def _lb(self) -> list[tuple[str, pl.Expr]]:
+        fields = [("lb_name", _constant(self.params.lb_name))]
         source = self.params.lb_source or self.campaign_name
         if source is not None:
-            fields.append(pl.lit(source[:MAX_LENGTH]).alias("lb_source"))
+            fields.append(("lb_source", _constant(source[:MAX_LENGTH])))
         if self.connection.lb_object is None:
             return fields
-        return [pl.struct(fields).alias(self.connection.lb_object)]
+        return [(self.connection.lb_object, json_object(fields))]
 
     def encode_rows(self, frame: pl.DataFrame) -> pl.Series:
         p = self.params
-        item: list[pl.Expr] = [pl.col("trigger_id"), pl.col("ccid")]
+        item = [("trigger_id", json_string(pl.col("trigger_id"))), ("ccid", json_string(pl.col("ccid")))]
         for name, constant in (("journey_id", p.journey_id), ("asset_id", p.asset_id)):
             if constant is not None:
-                item.append(pl.lit(constant).alias(name))
+                item.append((name, _constant(constant)))
         optional = [c for c in frame.columns if c.startswith(INPUT_PREFIX)]
         if "client_message_tag" in frame.columns:
-            item.append(pl.col("client_message_tag"))
+            item.append(("client_message_tag", json_string(pl.col("client_message_tag"))))  # left out when null
         if optional:
-            # An input mapped onto an audience `input_*` column: the model checked that they agree.
-            values = [
-                pl.coalesce(c, f"{AUDIENCE_PREFIX}{c}").alias(c)
-                if f"{AUDIENCE_PREFIX}{c}" in frame.columns
-                else pl.col(c)
-                for c in optional
-            ]
-            item.append(pl.struct(values).alias("input_parameters"))
+
+            def value(c: str) -> pl.Expr:
+                # An input mapped onto an audience `input_*` column: the model checked that they agree.
+                audience = f"{AUDIENCE_PREFIX}{c}"
+                return pl.coalesce(c, audience) if audience in frame.columns else pl.col(c)
+
+            # An input without a value is left out.
+            item.append(("input_parameters", json_object([(c, json_string(value(c))) for c in optional])))
         item += self._lb()
-        encoded = frame.select(pl.struct(item).struct.json_encode().alias("payload")).to_series()
-        nullable = [*optional, "client_message_tag"] if "client_message_tag" in frame.columns else optional
-        return _drop_null_members(encoded, nullable)
+        return frame.select(json_object(item).alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
         headers = {
@@ -386,16 +384,8 @@ class RelayConnector(Connector):
         return {API_KEY_HEADER: self._api_key.get_secret_value()}
 
 
-def _drop_null_members(encoded: pl.Series, keys: list[str]) -> pl.Series:
-    """Leave out optional members without a value (`"input_x":null`), vectorized.
-
-    The keys are known and a JSON string value cannot hold an unescaped quote, so
-    `"key":null` only ever matches a member.
-    """
-    if not keys:
-        return encoded
-    names = "|".join(re.escape(orjson.dumps(k).decode()[1:-1]) for k in keys)
-    return encoded.str.replace_all(rf',"(?:{names})":null|"(?:{names})":null,?', "")
+def _constant(text: str) -> pl.Expr:
+    return json_string(pl.lit(text, dtype=pl.String))
 
 
 def _lines_up(batch: Batch, results: list[dict[str, Any]]) -> bool:

@@ -47,7 +47,6 @@ import polars as pl
 from pandera.api.polars.model import DataFrameModel
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from connectors._json import json_member, json_object, raw_member
 from connectors.sprinklr_auth import SprinklrAuth, TokenStore, is_over_rate, store_path
 from schemas.sprinklr import (
     CHANNEL_ID,
@@ -72,7 +71,7 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import DEFAULT_STATUS_TABLE, Action, Resolution
 from volley.secrets import SecretRef
 from volley.sources import ROW_INDEX
-from volley.text import as_text
+from volley.text import as_text, json_array, json_object, json_string
 
 __all__ = ["SprinklrConnection", "SprinklrConnector", "SprinklrParams"]
 
@@ -324,48 +323,45 @@ class SprinklrConnector(Connector):
         entries = _named(self.params.context_params)
         if not entries:
             return pl.lit(None, dtype=pl.String)
-        return json_object([json_member(e.name, pl.col(f"{CONTEXT_PREFIX}{e.name}")) for e in entries])
+        return json_object([(e.name, _string(f"{CONTEXT_PREFIX}{e.name}")) for e in entries])
 
     def encode_rows(self, frame: pl.DataFrame) -> pl.Series:
         p = self.params
         if p.mode == "trigger":
             members = [
-                json_member("snType", pl.col("snType")),
-                json_member("snId", pl.col("snId")),
-                json_member("journeyId", pl.col("journeyId")),
-                raw_member("contextParams", self._context()),
+                ("snType", _string("snType")),
+                ("snId", _string("snId")),
+                ("journeyId", _string("journeyId")),
+                ("contextParams", self._context()),
             ]
             return frame.select(json_object(members).alias("payload")).to_series()
         assert p.new_profile is not None
         n = p.new_profile
-        contact = json_object(
-            [json_member(entry.name, pl.col(f"{CONTACT_PREFIX}{entry.name}")) for entry in _named(n.contact)]
-        )
+        contact = json_object([(entry.name, _string(f"{CONTACT_PREFIX}{entry.name}")) for entry in _named(n.contact)])
         channels = [
             pl.when(pl.col(f"{CHANNEL_ID}{i}").is_not_null()).then(
                 json_object(
                     [
-                        json_member("channelType", pl.col(f"{CHANNEL_TYPE}{i}")),
-                        json_member("channelId", pl.col(f"{CHANNEL_ID}{i}")),
-                        json_member("name", pl.col(f"{CHANNEL_NAME}{i}")),
+                        ("channelType", _string(f"{CHANNEL_TYPE}{i}")),
+                        ("channelId", _string(f"{CHANNEL_ID}{i}")),
+                        ("name", _string(f"{CHANNEL_NAME}{i}")),
                     ]
                 )
             )
             for i in range(len(n.profiles))
         ]
-        profiles = pl.concat_str([pl.lit("["), pl.concat_str(channels, separator=",", ignore_nulls=True), pl.lit("]")])
         unified = json_object(
             [
-                json_member("id", pl.col("profileId")),
-                raw_member("contact", contact),
-                raw_member("profiles", profiles),
-                raw_member("createdTime", pl.col("createdTime")),
+                ("id", _string("profileId")),
+                ("contact", contact),
+                ("profiles", json_array(channels)),
+                ("createdTime", pl.col("createdTime")),  # epoch milliseconds: digits, written as a number
             ]
         )
         members = [
-            json_member("journeyId", pl.col("journeyId")),
-            raw_member("contextParams", self._context()),
-            raw_member("unifiedProfile", unified),
+            ("journeyId", _string("journeyId")),
+            ("contextParams", self._context()),
+            ("unifiedProfile", unified),
         ]
         return frame.select(json_object(members).alias("payload")).to_series()
 
@@ -439,6 +435,11 @@ class SprinklrConnector(Connector):
 
     async def reauthorize(self, client: httpx.AsyncClient, stale: Mapping[str, str]) -> None:
         await self.auth.reauthorize(client, stale)
+
+
+def _string(column: str) -> pl.Expr:
+    """A prepared text column as JSON strings (null stays null: its member is left out)."""
+    return json_string(pl.col(column))
 
 
 def _json(response: httpx.Response) -> Any:

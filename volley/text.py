@@ -8,7 +8,15 @@ from collections.abc import Sequence
 
 import polars as pl
 
-__all__ = ["as_text", "escape_non_ascii", "escape_non_ascii_series", "json_array", "json_object", "json_string"]
+__all__ = [
+    "as_text",
+    "escape_non_ascii",
+    "escape_non_ascii_series",
+    "json_array",
+    "json_object",
+    "json_string",
+    "json_value",
+]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -68,12 +76,29 @@ def json_string(value: pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
 
 
+def json_value(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A column of `dtype` as JSON values: text by `json_string`, anything else (numbers, booleans)
+    as `struct.json_encode` writes it. Null stays null."""
+    if dtype == pl.String:
+        return json_string(value)
+    encoded = pl.struct(value.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
+    return pl.when(value.is_null()).then(None).otherwise(encoded)
+
+
 def json_object(fields: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
-    """`{"key": value, ...}` from already-encoded JSON values; a null value leaves its key out."""
-    members = [pl.concat_str([pl.lit(json.dumps(key) + ":"), value]) for key, value in fields]
+    """`{"key": value, ...}` from already-encoded JSON values; a null value leaves its key out.
+
+    Keys are written as UTF-8, as `struct.json_encode` writes them (`escape_non_ascii_series`
+    makes the whole text ASCII where a vendor wants that).
+    """
+    if not fields:
+        return pl.lit("{}")
+    members = [pl.concat_str([pl.lit(json.dumps(key, ensure_ascii=False) + ":"), value]) for key, value in fields]
     return pl.concat_str([pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")])
 
 
 def json_array(items: Sequence[pl.Expr]) -> pl.Expr:
     """`[item, ...]` from already-encoded JSON values; null items are left out."""
+    if not items:
+        return pl.lit("[]")
     return pl.concat_str([pl.lit("["), pl.concat_str(list(items), separator=",", ignore_nulls=True), pl.lit("]")])
