@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -22,6 +22,8 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
+
+    from volley.campaign import Campaign, RunOptions
 
 app = typer.Typer(
     add_completion=False,
@@ -81,49 +83,89 @@ def run(
     ] = None,
 ) -> None:
     """Run a campaign: validate, batch, send, and record one outcome per audience row."""
-    from volley.campaign import Campaign, RunOptions, check_run_key, default_run_key
-    from volley.campaign import dry_run as plan_only
-
-    options = RunOptions(retry_failed=retry_failed, resend_in_doubt=resend_in_doubt)
-    overrides = {"ledger": {"url": ledger_url}} if ledger_url else None
+    from volley.campaign import RunOptions, default_run_key
     from volley.warehouse import with_run_date
 
-    overrides = with_run_date(overrides, run_date, run_key)
+    _, key = _prepare_campaign(
+        spec,
+        base_url=base_url,
+        results_dir=results_dir,
+        overrides=lambda: with_run_date({"ledger": {"url": ledger_url}} if ledger_url else None, run_date, run_key),
+        run_key=run_key or default_run_key(),
+        dry_run=dry_run,
+        options=RunOptions(retry_failed=retry_failed, resend_in_doubt=resend_in_doubt),
+        check_quota=True,
+    )
+    _prefect_defaults()
+    from flows.campaign import campaign_flow
+
+    _run_flow(
+        campaign_flow(  # type: ignore[arg-type]
+            spec_path=str(spec),
+            run_key=key,
+            base_url=base_url,
+            results_dir=results_dir,
+            retry_failed=retry_failed,
+            resend_in_doubt=resend_in_doubt,
+            ledger_url=ledger_url,
+            run_date=run_date,
+            return_state=True,
+        ),
+        "the run",
+    )
+
+
+def _prepare_campaign(
+    spec: Path,
+    *,
+    base_url: str | None,
+    results_dir: str | None,
+    overrides: Callable[[], Mapping[str, Any] | None],
+    run_key: str | None = None,
+    dry_run: bool = False,
+    options: RunOptions | None = None,
+    check_quota: bool = False,
+) -> tuple[Campaign, str | None]:
+    """Load the spec (with `overrides()`), preflight its source and check `run_key`, before anything is sent.
+
+    Unusable input exits 2 with one line. With `check_quota`, an hourly quota the run would break is
+    refused here; a dry run prints its plan and exits 0. Returns the campaign and the checked run key
+    (None when no run key is given: a backfill has one per date).
+    """
+    from volley.campaign import Campaign, check_run_key
+    from volley.campaign import dry_run as plan_only
+
     try:
-        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir, overrides=overrides)
+        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir, overrides=overrides())
         campaign.preflight()
-        key = check_run_key(run_key or default_run_key())
-        if dry_run or campaign.requests_per_hour:
+        if run_key is None:
+            return campaign, None
+        key = check_run_key(run_key)
+        history = None
+        if dry_run or (check_quota and campaign.requests_per_hour):
             history = asyncio.run(campaign.history(key))
-            campaign.check_quota(key, history)
+            if check_quota:
+                campaign.check_quota(key, history)
         if dry_run:
             _print_dry_run(plan_only(campaign, key, history, options))
-            return
+            raise typer.Exit()
     except InputError as exc:
         raise _fail(str(exc)) from None
-    _prefect_defaults()
-    from flows.campaign import INPUT_ERROR, campaign_flow
+    return campaign, key
+
+
+def _run_flow(work: Coroutine[Any, Any, Any], what: str) -> None:
+    """Run a campaign or cancel flow under the progress bar and print its summary; `what` names it in errors."""
+    from flows.campaign import INPUT_ERROR
 
     with _progress_bar():
-        state: State[Any] = _orchestrate(
-            campaign_flow(  # type: ignore[arg-type]
-                spec_path=str(spec),
-                run_key=key,
-                base_url=base_url,
-                results_dir=results_dir,
-                retry_failed=retry_failed,
-                resend_in_doubt=resend_in_doubt,
-                ledger_url=ledger_url,
-                run_date=run_date,
-                return_state=True,
-            )
-        )
+        state: State[Any] = _orchestrate(work)
     if state.is_completed():
         _print_summary(state.result())
         return
     if state.name == INPUT_ERROR:
-        raise _fail(state.message or "the run could not start")
-    raise _fail(f"the run failed: {state.message}", code=1)
+        raise _fail(state.message or f"{what} could not start")
+    raise _fail(f"{what} failed: {state.message}", code=1)
 
 
 class _progress_bar:  # noqa: N801 - used as a context manager, reads like a function
@@ -273,40 +315,27 @@ def cancel(
 ) -> None:
     """Cancel journey instances (MedChat): one outcome row per listed instance, recorded as `run` does."""
     _prefect_defaults()
-    from flows.cancel import cancel_overrides, default_cancel_run_key
-    from volley.campaign import Campaign, check_run_key
-    from volley.campaign import dry_run as plan_only
+    from flows.cancel import cancel_flow, cancel_overrides, default_cancel_run_key
 
-    try:
-        overrides = cancel_overrides(spec, instances)
-        campaign = Campaign.load(spec, base_url=base_url, results_dir=results_dir, overrides=overrides)
-        campaign.preflight()
-        key = check_run_key(run_key or default_cancel_run_key())
-        if dry_run:
-            _print_dry_run(plan_only(campaign, key, asyncio.run(campaign.history(key))))
-            return
-    except InputError as exc:
-        raise _fail(str(exc)) from None
-    from flows.campaign import INPUT_ERROR
-    from flows.cancel import cancel_flow
-
-    with _progress_bar():
-        state: State[Any] = _orchestrate(
-            cancel_flow(  # type: ignore[arg-type]
-                spec_path=str(spec),
-                instances=str(instances),
-                run_key=key,
-                base_url=base_url,
-                results_dir=results_dir,
-                return_state=True,
-            )
-        )
-    if state.is_completed():
-        _print_summary(state.result())
-        return
-    if state.name == INPUT_ERROR:
-        raise _fail(state.message or "the cancel run could not start")
-    raise _fail(f"the cancel run failed: {state.message}", code=1)
+    _, key = _prepare_campaign(
+        spec,
+        base_url=base_url,
+        results_dir=results_dir,
+        overrides=lambda: cancel_overrides(spec, instances),
+        run_key=run_key or default_cancel_run_key(),
+        dry_run=dry_run,
+    )
+    _run_flow(
+        cancel_flow(  # type: ignore[arg-type]
+            spec_path=str(spec),
+            instances=str(instances),
+            run_key=key,
+            base_url=base_url,
+            results_dir=results_dir,
+            return_state=True,
+        ),
+        "the cancel run",
+    )
 
 
 @app.command()
@@ -319,19 +348,16 @@ def backfill(
     results_dir: Annotated[str | None, typer.Option(help="where outcomes go; default: the spec's")] = None,
 ) -> None:
     """Run a campaign once per date (run key and :run_date = the date); completed dates are skipped."""
-    from volley.campaign import Campaign
+    from flows.backfill import dates_between
     from volley.warehouse import with_run_date
 
-    try:
-        from flows.backfill import dates_between
-
-        days = dates_between(start, end)
-        campaign = Campaign.load(
-            spec, base_url=base_url, results_dir=results_dir, overrides=with_run_date(None, days[0], None)
-        )
-        campaign.preflight()  # an unusable spec or source stops here, before any date runs
-    except InputError as exc:
-        raise _fail(str(exc)) from None
+    # an unusable spec, source or date range stops here, before any date runs
+    campaign, _ = _prepare_campaign(
+        spec,
+        base_url=base_url,
+        results_dir=results_dir,
+        overrides=lambda: with_run_date(None, dates_between(start, end)[0], None),
+    )
     _prefect_defaults()
     from flows.backfill import DATES_FAILED, backfill_flow
     from flows.campaign import INPUT_ERROR
