@@ -1,4 +1,4 @@
-"""Audiences, specs and log checks for the MedChat and Relay tests."""
+"""Audiences and specs for the MedChat and Relay tests."""
 
 from __future__ import annotations
 
@@ -8,22 +8,35 @@ from typing import Any
 import polars as pl
 
 from sim.config import DEMO_CHATBOT_ID
-from sim.log import read_log
-from tests.support import with_overrides
+from tests.support import FAST_LIMITS, with_overrides
 
 MEDCHAT_TOKEN = "medchat-demo-token"
 RELAY_API_KEY = "relay-demo-key"
 RELAY_TRIGGER = "Delivery-Reminder-2"
 RELAY_JOURNEY = "27b88f6f-2261-4dfc-bf04-1bf8309857a9"
 
-FAST_LIMITS: dict[str, Any] = {
-    "concurrency": 4,
-    "timeout_seconds": 2,
-    "backoff_initial_seconds": 0.01,
-    "backoff_max_seconds": 0.1,
-    "backoff_jitter_seconds": 0.01,
-    "throttle_backoff_seconds": 0.2,
-    "max_attempts": 10,
+# The documented MedChat bulk request (vendor-docs/002).
+MEDCHAT_DOCUMENTED: dict[str, Any] = {
+    "flowId": None,
+    "timeZone": "America/Chicago",
+    "instances": [
+        {
+            "parameters": {
+                "patientId": "100000",
+                "patientName": "John Smith",
+                "appointmentId": "40-XYZ-11123",
+                "appointmentDateTime": "2023-12-01 08:00:00",
+            }
+        },
+        {
+            "parameters": {
+                "patientId": "100001",
+                "patientName": "Jane Green",
+                "appointmentId": "92-XBX-11934",
+                "appointmentDateTime": "2023-12-01 08:30:00",
+            }
+        },
+    ],
 }
 
 
@@ -57,7 +70,7 @@ def medchat_spec(source: Path | str, base_url: str = "http://127.0.0.1:9/medchat
         "connection": {"base_url": base_url, "org_id": "volley-org", "token": {"env": "MEDCHAT_TOKEN"}},
         "limits": dict(FAST_LIMITS),
     }
-    return _merge(spec, overrides)
+    return with_overrides(spec, overrides)
 
 
 def relay_audience(rows: int, start: int = 0) -> pl.DataFrame:
@@ -82,41 +95,4 @@ def relay_spec(
         "connection": {"base_url": base_url, "client_id": "volley-demo", "api_key": {"env": "RELAY_API_KEY"}},
         "limits": dict(FAST_LIMITS),
     }
-    return _merge(spec, overrides)
-
-
-def _merge(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return with_overrides(spec, overrides)
-
-
-def processed_entries(log_path: Path, vendor: str) -> pl.DataFrame:
-    """Every recipient of every request the simulator applied (whatever its status): vendor, key, status."""
-    return (
-        read_log(log_path)
-        .filter((pl.col("vendor") == vendor) & pl.col("processed"))
-        .explode("recipients", keep_nulls=False)
-        .unnest("recipients")
-        .select("request_id", "key", "status")
-    )
-
-
-def assert_sent_once_each(outcomes: pl.DataFrame, log_path: Path, vendor: str) -> dict[str, set[str]]:
-    """The flow invariants against the simulator's own log; returns the key sets for more checks.
-
-    No recipient reached the vendor twice (in any applied request, accepted or not); every
-    recipient reported accepted was triggered; every one triggered but not reported accepted
-    is in doubt; every valid recipient not in doubt and not refused was accepted exactly once.
-    """
-    applied = processed_entries(log_path, vendor)
-    assert applied["key"].is_duplicated().sum() == 0, applied.filter(pl.col("key").is_duplicated())
-    triggered = set(applied.filter(pl.col("status") == "accepted")["key"])
-
-    def keys(*statuses: str) -> set[str]:
-        return set(outcomes.filter(pl.col("status").is_in(list(statuses)))["recipient_key"])
-
-    accepted, in_doubt, refused = keys("accepted"), keys("in_doubt"), keys("rejected", "failed")
-    assert accepted <= triggered, accepted - triggered
-    assert triggered - accepted <= in_doubt, "triggered but not reported accepted: must be in doubt"
-    assert keys("accepted", "rejected", "failed", "in_doubt") - in_doubt - refused == accepted
-    assert outcomes.filter(pl.col("status") == "accepted")["recipient_key"].is_duplicated().sum() == 0
-    return {"accepted": accepted, "in_doubt": in_doubt, "refused": refused, "triggered": triggered}

@@ -1,4 +1,4 @@
-"""Audiences, specs, credentials and log checks for the Sprinklr and Intilery tests."""
+"""Audiences, specs and credentials for the Sprinklr and Intilery tests."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from sim.log import read_log
-from tests.support import with_overrides
+from tests.support import FAST_LIMITS, with_overrides
 
 # What the simulators accept by default (sim/config.py), as scripts/demo.py sets them.
 SPRINKLR_ENV = {
@@ -22,24 +21,10 @@ SPRINKLR_ENV = {
 SPRINKLR_CLIENT_ID = "sprinklr-demo-client"
 INTILERY_ENV = {"INTILERY_AUTH_TOKEN": "intilery-demo-token"}
 
-FAST_LIMITS: dict[str, Any] = {
-    "concurrency": 4,
-    "timeout_seconds": 2,
-    "backoff_initial_seconds": 0.01,
-    "backoff_max_seconds": 0.1,
-    "backoff_jitter_seconds": 0.01,
-    "throttle_backoff_seconds": 0.2,
-    "max_attempts": 10,
-}
-
 
 def set_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-
-
-def _merge(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    return with_overrides(spec, overrides)
 
 
 def sprinklr_audience(rows: int, start: int = 0) -> pl.DataFrame:
@@ -82,7 +67,7 @@ def sprinklr_spec(
         },
         "limits": {**FAST_LIMITS, "requests_per_hour": 100_000},
     }
-    return _merge(spec, copy.deepcopy(overrides))
+    return with_overrides(spec, copy.deepcopy(overrides))
 
 
 NEW_PROFILE_PARAMS: dict[str, Any] = {
@@ -136,32 +121,4 @@ def intilery_spec(
         },
         "limits": dict(FAST_LIMITS),
     }
-    return _merge(spec, copy.deepcopy(overrides))
-
-
-def applied_entries(log_path: Path, vendor: str) -> pl.DataFrame:
-    """Every recipient of every request the simulator applied (accepted or refused): key, status."""
-    log = read_log(log_path).filter((pl.col("vendor") == vendor) & pl.col("processed"))
-    return log.select("recipients").explode("recipients", keep_nulls=False).unnest("recipients")
-
-
-def assert_each_sent_once(outcomes: pl.DataFrame, log_path: Path, vendor: str) -> dict[str, set[str]]:
-    """The simulator's log against the outcomes.
-
-    No recipient reached the vendor twice; every one reported accepted was triggered; every
-    one triggered but not reported accepted is in doubt; every valid recipient neither in
-    doubt nor refused was accepted exactly once.
-    """
-    applied = applied_entries(log_path, vendor)
-    assert applied["key"].is_duplicated().sum() == 0, applied.filter(pl.col("key").is_duplicated())
-    triggered = set(applied.filter(pl.col("status") == "accepted")["key"])
-
-    def keys(*statuses: str) -> set[str]:
-        return set(outcomes.filter(pl.col("status").is_in(list(statuses)))["recipient_key"])
-
-    accepted, in_doubt, refused = keys("accepted"), keys("in_doubt"), keys("rejected", "failed")
-    assert accepted <= triggered, accepted - triggered
-    assert triggered - accepted <= in_doubt, "triggered but not reported accepted: must be in doubt"
-    assert keys("accepted", "rejected", "failed", "in_doubt") - in_doubt - refused == accepted
-    assert outcomes.filter(pl.col("status") == "accepted")["recipient_key"].is_duplicated().sum() == 0
-    return {"accepted": accepted, "in_doubt": in_doubt, "refused": refused, "triggered": triggered}
+    return with_overrides(spec, copy.deepcopy(overrides))

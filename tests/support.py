@@ -1,4 +1,4 @@
-"""Builders for audiences and specs used across the tests."""
+"""Builders for audiences and specs, and checks against the simulator log, used across the tests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,21 @@ from typing import Any
 import polars as pl
 import yaml
 
+from sim.log import read_log
+
 RESPONSYS_USER = "volley"
 RESPONSYS_PASSWORD = "volley-secret"
+
+# Quick retries and short timeouts, so that fault tests take seconds.
+FAST_LIMITS: dict[str, Any] = {
+    "concurrency": 4,
+    "timeout_seconds": 2,
+    "backoff_initial_seconds": 0.01,
+    "backoff_max_seconds": 0.1,
+    "backoff_jitter_seconds": 0.01,
+    "throttle_backoff_seconds": 0.2,
+    "max_attempts": 10,
+}
 
 
 def audience(rows: int, start: int = 0) -> pl.DataFrame:
@@ -44,15 +57,7 @@ def responsys_spec(
             "user_name": {"env": "RESPONSYS_USER"},
             "password": {"env": "RESPONSYS_PASSWORD"},
         },
-        "limits": {
-            "concurrency": 4,
-            "timeout_seconds": 2,
-            "backoff_initial_seconds": 0.01,
-            "backoff_max_seconds": 0.1,
-            "backoff_jitter_seconds": 0.01,
-            "throttle_backoff_seconds": 0.2,
-            "max_attempts": 10,
-        },
+        "limits": dict(FAST_LIMITS),
     }
     return with_overrides(spec, overrides)
 
@@ -70,3 +75,36 @@ def with_overrides(spec: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         else:
             spec[key] = value
     return spec
+
+
+def processed_entries(log_path: Path, vendor: str) -> pl.DataFrame:
+    """Every recipient of every request the simulator applied (whatever its status): request_id, key, status."""
+    return (
+        read_log(log_path)
+        .filter((pl.col("vendor") == vendor) & pl.col("processed"))
+        .explode("recipients", keep_nulls=False)
+        .unnest("recipients")
+        .select("request_id", "key", "status")
+    )
+
+
+def assert_sent_once_each(outcomes: pl.DataFrame, log_path: Path, vendor: str) -> dict[str, set[str]]:
+    """The flow invariants against the simulator's own log; returns the key sets for more checks.
+
+    No recipient reached the vendor twice (in any applied request, accepted or not); every
+    recipient reported accepted was triggered; every one triggered but not reported accepted
+    is in doubt; every valid recipient not in doubt and not refused was accepted exactly once.
+    """
+    applied = processed_entries(log_path, vendor)
+    assert applied["key"].is_duplicated().sum() == 0, applied.filter(pl.col("key").is_duplicated())
+    triggered = set(applied.filter(pl.col("status") == "accepted")["key"])
+
+    def keys(*statuses: str) -> set[str]:
+        return set(outcomes.filter(pl.col("status").is_in(list(statuses)))["recipient_key"])
+
+    accepted, in_doubt, refused = keys("accepted"), keys("in_doubt"), keys("rejected", "failed")
+    assert accepted <= triggered, accepted - triggered
+    assert triggered - accepted <= in_doubt, "triggered but not reported accepted: must be in doubt"
+    assert keys("accepted", "rejected", "failed", "in_doubt") - in_doubt - refused == accepted
+    assert outcomes.filter(pl.col("status") == "accepted")["recipient_key"].is_duplicated().sum() == 0
+    return {"accepted": accepted, "in_doubt": in_doubt, "refused": refused, "triggered": triggered}

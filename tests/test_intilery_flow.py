@@ -17,8 +17,8 @@ import pytest
 from flows.campaign import campaign_flow
 from sim.log import read_log, withheld_requests
 from sim.testing import SimulatorProcess
-from tests.marketing_support import INTILERY_ENV, assert_each_sent_once, intilery_audience, intilery_spec, set_env
-from tests.support import write_spec
+from tests.marketing_support import INTILERY_ENV, intilery_audience, intilery_spec, set_env
+from tests.support import assert_sent_once_each, write_spec
 from volley.outcomes import check_invariant
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "credentials")]
@@ -114,7 +114,7 @@ async def test_a_fault_storm_with_throttling_and_splits_sends_nobody_twice(
     accepted = outcomes.filter(pl.col("status") == "accepted")
     assert accepted["vendor_ref"].str.starts_with("evt-").all(), "eventId kept as vendor_ref"
 
-    keys = assert_each_sent_once(outcomes, sim.log_path, "intilery")
+    keys = assert_sent_once_each(outcomes, sim.log_path, "intilery")
     withheld = withheld_requests(read_log(sim.log_path)).filter(pl.col("vendor") == "intilery")
     assert keys["in_doubt"] <= set(withheld["key"]), "in_doubt only where the simulator withheld the answer"
     assert keys["in_doubt"], "the storm withheld some answers"

@@ -13,7 +13,7 @@ import pytest
 
 from connectors.medchat import MedChatConnector
 from flows.cancel import cancel_overrides
-from tests.journey_support import MEDCHAT_TOKEN, medchat_audience, medchat_spec
+from tests.journey_support import MEDCHAT_DOCUMENTED, MEDCHAT_TOKEN, medchat_audience, medchat_spec
 from tests.support import with_overrides, write_spec
 from volley.batches import Batch
 from volley.campaign import Campaign
@@ -26,28 +26,6 @@ pytestmark = pytest.mark.usefixtures("medchat_token")
 
 BASE = "http://medchat.test"
 CHATBOT = "3f6c2a8e-4b1d-4c7e-9a55-0d2e8b7f1a90"
-DOCUMENTED = {
-    "flowId": None,
-    "timeZone": "America/Chicago",
-    "instances": [
-        {
-            "parameters": {
-                "patientId": "100000",
-                "patientName": "John Smith",
-                "appointmentId": "40-XYZ-11123",
-                "appointmentDateTime": "2023-12-01 08:00:00",
-            }
-        },
-        {
-            "parameters": {
-                "patientId": "100001",
-                "patientName": "Jane Green",
-                "appointmentId": "92-XBX-11934",
-                "appointmentDateTime": "2023-12-01 08:30:00",
-            }
-        },
-    ],
-}
 
 
 @pytest.fixture
@@ -99,7 +77,7 @@ def test_the_bulk_request_matches_the_documented_example(tmp_path: Path) -> None
     method, url, body, headers = send(connector, encode(connector, documented_rows()))
     assert method == "POST"
     assert url == f"{BASE}/chatbotapi/external/orgs/volley-org/journeys/{CHATBOT}/instances/bulk"
-    assert body == DOCUMENTED
+    assert body == MEDCHAT_DOCUMENTED
     assert headers["Authorization"] == f"Bearer {MEDCHAT_TOKEN}"
     assert headers["Content-Type"] == "application/json"
 
@@ -131,7 +109,7 @@ def test_datetimes_are_sent_as_the_journey_expects_on_its_wall_clock(
     if source_tz is not None:
         frame = frame.with_columns(pl.col("appointment_at").dt.replace_time_zone(source_tz))
     _, _, body, _ = send(connector, encode(connector, frame))
-    assert body == DOCUMENTED
+    assert body == MEDCHAT_DOCUMENTED
 
 
 def test_the_journeys_own_datetime_format_and_optional_parameters(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from flows.cancel import cancel_flow, default_cancel_run_key
 from sim.config import DEMO_CHATBOT_ID
 from sim.medchat import instance_id_for
 from sim.testing import SimulatorProcess
-from tests.journey_support import MEDCHAT_TOKEN, assert_sent_once_each, medchat_audience, medchat_spec
-from tests.support import write_spec
+from tests.journey_support import MEDCHAT_TOKEN, medchat_audience, medchat_spec
+from tests.support import assert_sent_once_each, write_spec
 from volley.cli import app
 from volley.outcomes import check_invariant
 

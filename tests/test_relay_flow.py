@@ -18,14 +18,8 @@ import pytest
 from flows.campaign import campaign_flow
 from sim.log import read_log, withheld_requests
 from sim.testing import SimulatorProcess
-from tests.journey_support import (
-    RELAY_API_KEY,
-    assert_sent_once_each,
-    processed_entries,
-    relay_audience,
-    relay_spec,
-)
-from tests.support import write_spec
+from tests.journey_support import RELAY_API_KEY, relay_audience, relay_spec
+from tests.support import assert_sent_once_each, processed_entries, write_spec
 from volley.outcomes import check_invariant
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,12 +23,11 @@ from tests.marketing_support import (
     NEW_PROFILE_PARAMS,
     SPRINKLR_CLIENT_ID,
     SPRINKLR_ENV,
-    assert_each_sent_once,
     set_env,
     sprinklr_audience,
     sprinklr_spec,
 )
-from tests.support import write_spec
+from tests.support import assert_sent_once_each, write_spec
 from volley.outcomes import check_invariant
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server", "credentials")]
@@ -105,7 +104,7 @@ async def test_a_fault_storm_with_throttling_and_expiring_tokens_triggers_nobody
     assert by_key["not-an-address"]["error_code"] == "snId_matches_snType"
     assert by_key["UNKNOWN-1@example.com"]["status"] in {"rejected", "in_doubt"}
 
-    keys = assert_each_sent_once(outcomes, sim.log_path, "sprinklr")
+    keys = assert_sent_once_each(outcomes, sim.log_path, "sprinklr")
     withheld = withheld_requests(read_log(sim.log_path)).filter(pl.col("vendor") == "sprinklr")
     assert keys["in_doubt"] <= set(withheld["key"]), "in_doubt only where the simulator withheld the answer"
     assert keys["in_doubt"], "the storm withheld some answers"
@@ -143,7 +142,7 @@ async def test_new_profiles_get_their_tracking_ids_and_opted_out_channels_are_re
     assert accepted["vendor_ref"].str.starts_with("trk-").all()
     refused = outcomes.filter(pl.col("status") == "rejected").row(0, named=True)
     assert (refused["recipient_key"], refused["error_code"]) == ("optout-me@example.com", "CHANNEL_OPTED_OUT")
-    assert_each_sent_once(outcomes, sim.log_path, "sprinklr")
+    assert_sent_once_each(outcomes, sim.log_path, "sprinklr")
 
 
 async def test_an_unknown_journey_stops_the_run(tmp_path: Path) -> None:

@@ -16,35 +16,12 @@ from sim.config import DEMO_CHATBOT_ID, MedChatSimConfig, SimConfig
 from sim.log import accepted_recipients, read_log
 from sim.medchat import instance_id_for
 from sim.testing import SimulatorProcess
+from tests.journey_support import MEDCHAT_DOCUMENTED
 
 TOKEN = "medchat-demo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JOURNEY = f"/chatbotapi/external/orgs/volley-org/journeys/{DEMO_CHATBOT_ID}/instances/bulk"
 CANCEL = f"/chatbotapi/orgs/volley-org/journeys/{DEMO_CHATBOT_ID}/instances/{{}}/execution"
-
-# The documented request (vendor-docs/002).
-DOCUMENTED: dict[str, Any] = {
-    "flowId": None,
-    "timeZone": "America/Chicago",
-    "instances": [
-        {
-            "parameters": {
-                "patientId": "100000",
-                "patientName": "John Smith",
-                "appointmentId": "40-XYZ-11123",
-                "appointmentDateTime": "2023-12-01 08:00:00",
-            }
-        },
-        {
-            "parameters": {
-                "patientId": "100001",
-                "patientName": "Jane Green",
-                "appointmentId": "92-XBX-11934",
-                "appointmentDateTime": "2023-12-01 08:30:00",
-            }
-        },
-    ],
-}
 
 
 def instance(appointment: str, **parameters: Any) -> dict[str, Any]:
@@ -76,7 +53,7 @@ def post(sim: SimulatorProcess, document: Any, headers: dict[str, str] | None = 
 
 
 def test_the_documented_request_is_accepted_with_204_and_no_body(sim: SimulatorProcess) -> None:
-    answer = post(sim, DOCUMENTED)
+    answer = post(sim, MEDCHAT_DOCUMENTED)
     assert answer.status_code == 204
     assert answer.content == b""
     instances = {i["journeyInstanceId"]: i for i in httpx.get(medchat(sim) + "/_sim/instances").json()}
@@ -129,10 +106,11 @@ def test_a_rejected_patient_refuses_the_whole_request(sim: SimulatorProcess) -> 
 
 def test_auth_is_a_static_bearer_token_with_the_create_scope(sim: SimulatorProcess) -> None:
     for headers in ({}, {"Authorization": TOKEN}, {"Authorization": "Bearer wrong-token"}):
-        answer = post(sim, DOCUMENTED, headers)
+        answer = post(sim, MEDCHAT_DOCUMENTED, headers)
         assert answer.status_code == 401
         assert TOKEN not in answer.text
-    unknown = httpx.post(medchat(sim) + JOURNEY.replace("volley-org", "other-org"), json=DOCUMENTED, headers=AUTH)
+    elsewhere = medchat(sim) + JOURNEY.replace("volley-org", "other-org")
+    unknown = httpx.post(elsewhere, json=MEDCHAT_DOCUMENTED, headers=AUTH)
     assert unknown.status_code == 404
 
 
