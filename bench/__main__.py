@@ -7,8 +7,11 @@
 5. the dlt peer (custom destination, batch_size 200)
 6. optionally, Volley again under py-spy (not used for the figures)
 7. pacing against a throttling simulator
-8. the report: stdout, bench/results/latest.json, docs/BENCHMARKS.md
+8. every other vendor (MedChat, Relay, Sprinklr, Intilery): unthrottled throughput, then pacing
+9. warehouse memory: a DuckDB extract (and the extract planned) at two sizes
+10. the report: stdout, bench/results/latest.json, docs/BENCHMARKS.md
 
+Parts can be chosen with --only or --skip (ceiling, volley, dlt, throttled, vendors, warehouse).
 No figure is asserted: missed targets are reported, not raised. The exit status is 1 only
 when a contender did not deliver every recipient (a correctness problem, not a slow one).
 """
@@ -21,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,28 +35,97 @@ from bench.machine import BusyMonitor, machine_facts
 from bench.profiling import find_py_spy, hot_spots
 from bench.reference import CeilingResult, build_bodies, measure_ceiling
 from bench.report import check_targets, print_table, render_markdown, write_json
-from bench.simulator import responsys_stats, start_simulator, stats_delta
+from bench.simulator import start_simulator, stats_delta, vendor_stats
 from bench.throttled import run_throttled
+from bench.vendors import RESPONSYS, VENDORS, VendorRun, run_vendor
 from bench.volley_runner import REPO_ROOT, SIM_PASSWORD, SIM_USER, VolleyResult, run_volley, write_spec
+from bench.warehouse import SIZES as WAREHOUSE_SIZES
+from bench.warehouse import measure_warehouse
 
+PARTS = ("ceiling", "volley", "dlt", "throttled", "vendors", "warehouse")
+RESPONSYS_PARTS = frozenset({"ceiling", "volley", "dlt"})
+"""The parts that share the Responsys audience and simulator."""
 QUICK_ROWS = 100_000
 QUICK_THROTTLE_SECONDS = 5.0
+VENDOR_ROWS = 50_000
+QUICK_VENDOR_ROWS = 10_000
+VENDOR_MAX_REQUESTS = 10_000
+QUICK_WAREHOUSE_SIZES = (200_000, 2_000_000)
 WORKER_COUNTS = (8, 16)
 WARM_UP_REQUESTS = 250
 NOISY_CORES = 0.2
 
 
+def _names(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of some of `allowed`."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="audience rows (default 1,000,000)")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="Responsys audience rows (default 1,000,000)")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke run: {QUICK_ROWS:,} rows and a {QUICK_THROTTLE_SECONDS:g} s throttled run",
+        help=f"smoke run: {QUICK_ROWS:,} rows, {QUICK_VENDOR_ROWS:,} rows a vendor, {QUICK_THROTTLE_SECONDS:g} s "
+        f"throttled runs, warehouse at {QUICK_WAREHOUSE_SIZES[0]:,} and {QUICK_WAREHOUSE_SIZES[1]:,} rows",
     )
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--only", type=_names(PARTS), default=None, metavar="PART,...", help=f"run only these parts: {', '.join(PARTS)}"
+    )
+    chosen.add_argument("--skip", type=_names(PARTS), default=(), metavar="PART,...", help="run every part but these")
     parser.add_argument("--throttle-rate", type=float, default=50.0, help="simulator rate limit, requests/s")
-    parser.add_argument("--throttle-seconds", type=float, default=None, help="length of the throttled run (20)")
-    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"), help="the Markdown report")
+    parser.add_argument("--throttle-seconds", type=float, default=None, help="length of each throttled run (20)")
+    parser.add_argument(
+        "--vendors",
+        type=_names(tuple(VENDORS)),
+        default=tuple(VENDORS),
+        metavar="VENDOR,...",
+        help=f"the vendors of the vendors part (default: {','.join(VENDORS)})",
+    )
+    parser.add_argument(
+        "--vendor-rows",
+        type=int,
+        default=None,
+        help=f"audience rows a vendor ({VENDOR_ROWS:,}; at most --vendor-max-requests requests' worth)",
+    )
+    parser.add_argument(
+        "--vendor-max-requests",
+        type=int,
+        default=VENDOR_MAX_REQUESTS,
+        help="fewer rows for a vendor with small requests (Sprinklr: one profile a request); "
+        f"default {VENDOR_MAX_REQUESTS:,}",
+    )
+    parser.add_argument(
+        "--warehouse-rows",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("SMALL", "LARGE"),
+        help=f"the two extract sizes ({WAREHOUSE_SIZES[0]:,} and {WAREHOUSE_SIZES[1]:,})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the Markdown report (default docs/BENCHMARKS.md for a full run, bench/results/partial.md "
+        "for --quick, --only or --skip: a partial run never replaces the recorded figures)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="the results document (default bench/results/latest.json, or partial.json as for --out)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -63,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (audience, logs)")
     return parser
+
+
+def report_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Where the Markdown and the JSON go: only a full run replaces docs/BENCHMARKS.md."""
+    full = not args.quick and selected_parts(args) == PARTS
+    results_dir = REPO_ROOT / "bench" / "results"
+    markdown = args.out or (REPO_ROOT / "docs" / "BENCHMARKS.md" if full else results_dir / "partial.md")
+    document = args.json or results_dir / ("latest.json" if full else "partial.json")
+    return markdown, document
+
+
+def selected_parts(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(p for p in PARTS if (args.only is None or p in args.only) and p not in args.skip)
 
 
 def say(message: str) -> None:
@@ -142,67 +227,76 @@ def _check_volley(result: VolleyResult, what: str) -> bool:
     return False
 
 
-def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
-    rows = QUICK_ROWS if args.quick else args.rows
-    throttle_seconds = args.throttle_seconds or (QUICK_THROTTLE_SECONDS if args.quick else 20.0)
+def _check_run(run: VendorRun, what: str) -> bool:
+    """Volley's check, and the simulator's log: every row triggered, none twice."""
+    if run.complete:
+        return True
+    volley, window = run.volley, run.window
+    say(
+        f"{what}: NOT complete (exit {volley.exit_code}, {volley.outcome_rows:,} outcome rows, "
+        f"{volley.outcome_accepted:,} accepted of {run.rows:,}; the simulator triggered "
+        f"{window.recipients_accepted:,} recipients, {window.distinct_recipients_accepted:,} distinct); "
+        f"last output:\n{volley.output_tail}"
+    )
+    return False
+
+
+def _responsys(args: argparse.Namespace, parts: Sequence[str], rows: int, work: Path) -> tuple[dict[str, Any], bool]:
+    """The ceiling, Volley and dlt (those of them chosen) over one audience and one simulator."""
     ok = True
-    results: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
-        "machine": machine_facts(),
-        "rows": rows,
-        "quick": bool(args.quick),
-    }
+    results: dict[str, Any] = {}
     say(f"writing a {rows:,}-row audience")
     audience = write_audience(work / "audience.parquet", rows)
-
     sim = start_simulator(work / "sim.ndjson")
     try:
         say(f"simulator at {sim.base_url}")
 
         def sim_stats() -> dict[str, Any]:
-            return responsys_stats(sim)
+            return vendor_stats(sim, "responsys")
 
-        results["ceiling"] = _ceiling(sim.responsys_url, audience, sim_stats)
-        ok &= results["ceiling"]["recipients_accepted_by_simulator"] == rows
+        if "ceiling" in parts:
+            results["ceiling"] = _ceiling(sim.responsys_url, audience, sim_stats)
+            ok &= results["ceiling"]["recipients_accepted_by_simulator"] == rows
 
-        say("Volley end to end (volley run, embedded Prefect server)")
         spec = write_spec(work / "bench.yaml", name="bench", audience=audience)
-        with BusyMonitor() as busy:
-            volley = run_volley(
-                spec,
-                base_url=sim.responsys_url,
-                run_key=_run_key(),
-                results_dir=work / "results",
-                work_dir=work,
-                expected_rows=rows,
+        if "volley" in parts:
+            say("Volley end to end (volley run, embedded Prefect server)")
+            with BusyMonitor() as busy:
+                volley = run_volley(
+                    spec,
+                    base_url=sim.responsys_url,
+                    run_key=_run_key(),
+                    results_dir=work / "results",
+                    work_dir=work,
+                    expected_rows=rows,
+                )
+            results["volley"] = _volley_dict(volley, busy.result.to_dict())
+            ok &= _check_volley(volley, "Volley")
+            say(
+                f"Volley: {volley.recipients_per_second:,.0f} recipients/s over {volley.elapsed_seconds:.2f} s "
+                f"(command {volley.wall_seconds:.1f} s), peak RSS {volley.peak_rss_mib:,.0f} MiB"
             )
-        results["volley"] = _volley_dict(volley, busy.result.to_dict())
-        ok &= _check_volley(volley, "Volley")
-        say(
-            f"Volley: {volley.recipients_per_second:,.0f} recipients/s over {volley.elapsed_seconds:.2f} s "
-            f"(command {volley.wall_seconds:.1f} s), peak RSS {volley.peak_rss_mib:,.0f} MiB"
-        )
 
-        say("dlt custom destination")
-        before = sim_stats()
-        with BusyMonitor() as busy:
-            dlt = measure_dlt(audience, sim.responsys_url, SIM_USER, SIM_PASSWORD, work)
-        delta = stats_delta(before, sim_stats())
-        results["dlt"] = {
-            "recipients": dlt.recipients,
-            "requests": dlt.requests,
-            "seconds": dlt.seconds,
-            "recipients_per_second": dlt.recipients_per_second,
-            "failed_requests": dlt.failed_requests,
-            "loader_file_format": dlt.loader_file_format,
-            "recipients_accepted_by_simulator": delta.get("recipients_accepted", 0),
-            "busy": busy.result.to_dict(),
-        }
-        ok &= delta.get("recipients_accepted", 0) == rows
-        say(f"dlt: {dlt.recipients_per_second:,.0f} recipients/s in {dlt.seconds:.2f} s")
+        if "dlt" in parts:
+            say("dlt custom destination")
+            before = sim_stats()
+            with BusyMonitor() as busy:
+                dlt = measure_dlt(audience, sim.responsys_url, SIM_USER, SIM_PASSWORD, work)
+            delta = stats_delta(before, sim_stats())
+            results["dlt"] = {
+                "recipients": dlt.recipients,
+                "requests": dlt.requests,
+                "seconds": dlt.seconds,
+                "recipients_per_second": dlt.recipients_per_second,
+                "failed_requests": dlt.failed_requests,
+                "loader_file_format": dlt.loader_file_format,
+                "recipients_accepted_by_simulator": delta.get("recipients_accepted", 0),
+                "busy": busy.result.to_dict(),
+            }
+            ok &= delta.get("recipients_accepted", 0) == rows
+            say(f"dlt: {dlt.recipients_per_second:,.0f} recipients/s in {dlt.seconds:.2f} s")
 
-        if args.profile is not None:
+        if args.profile is not None and "volley" in parts:
             if find_py_spy() is None:
                 say("--profile: py-spy not found (pip install py-spy); skipped")
             else:
@@ -226,41 +320,111 @@ def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
                     }
     finally:
         sim.stop()
+    return results, ok
 
-    say(f"throttled: {args.throttle_rate:g} requests/s for about {throttle_seconds:g} s")
-    with BusyMonitor() as busy:
-        throttled = run_throttled(args.throttle_rate, throttle_seconds, work / "throttled", _run_key("-throttled"))
-    ok &= _check_volley(throttled.volley, "throttled Volley")
-    results["throttled"] = {
-        "rate_limit": throttled.rate_limit,
-        "seconds": throttle_seconds,
-        "rows": throttled.rows,
-        "requests": throttled.rows // 200,
-        "achieved_rps": throttled.achieved_rps,
-        "utilisation": throttled.utilisation,
-        "run_rps": throttled.run_rps,
-        "throttle_answers": throttled.throttle_answers,
-        "login_throttled": throttled.login_throttled,
-        "requests_by_result": throttled.window.by_result,
-        "median_gap_seconds": throttled.window.median_gap,
-        "stalls": throttled.window.stalls,
-        "stall_seconds": throttled.window.stall_seconds,
-        "window_seconds": throttled.window.span_seconds,
-        "elapsed_seconds": throttled.volley.elapsed_seconds,
-        "wall_seconds": throttled.volley.wall_seconds,
-        "complete": throttled.volley.complete,
-        "busy": busy.result.to_dict(),
+
+def _vendors(args: argparse.Namespace, throttle_seconds: float, work: Path) -> tuple[dict[str, Any], bool]:
+    """Per vendor: a run against its simulator with nothing throttled, then one throttled at --throttle-rate."""
+    ok = True
+    results: dict[str, Any] = {}
+    wanted_rows = args.vendor_rows or (QUICK_VENDOR_ROWS if args.quick else VENDOR_ROWS)
+    for name in args.vendors:
+        vendor = VENDORS[name]
+        rows = min(wanted_rows, args.vendor_max_requests * vendor.recipients_per_request())
+        say(f"{name}: {rows:,} rows, unthrottled")
+        with BusyMonitor() as busy:
+            run = run_vendor(vendor, rows, work, _run_key(f"-{name}"))
+        ok &= _check_run(run, name)
+        figures = {"campaign": vendor.campaign, **run.figures(), "busy": busy.result.to_dict()}
+        say(f"{name}: {run.volley.recipients_per_second:,.0f} recipients/s over {run.volley.elapsed_seconds:.2f} s")
+
+        say(f"{name}: throttled at {args.throttle_rate:g} requests/s for about {throttle_seconds:g} s")
+        with BusyMonitor() as busy:
+            throttled = run_throttled(
+                vendor, args.throttle_rate, throttle_seconds, work, _run_key(f"-{name}-throttled")
+            )
+        ok &= _check_run(throttled.run, f"throttled {name}")
+        figures["throttled"] = throttled.figures(busy.result.to_dict())
+        say(
+            f"{name} throttled: {throttled.achieved_rps:.2f} requests/s ({throttled.utilisation:.1%}), "
+            f"{throttled.run.throttle_answers} throttle answers"
+        )
+        results[name] = figures
+    return results, ok
+
+
+def _warehouse(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
+    """Peak RSS of the DuckDB extract at two sizes: read only, then read and planned (same databases)."""
+    sizes = tuple(args.warehouse_rows or (QUICK_WAREHOUSE_SIZES if args.quick else WAREHOUSE_SIZES))
+    results: dict[str, Any] = {}
+    for label, plan in (("extract", False), ("plan", True)):
+        say(f"warehouse {label}: {' and '.join(f'{n:,}' for n in sizes)} rows, each in a fresh process")
+        with BusyMonitor() as busy:
+            try:
+                figures = measure_warehouse(sizes, work / "warehouse", plan=plan)
+            except RuntimeError as exc:  # lost or repeated rows: a correctness problem
+                say(f"warehouse {label}: {exc}")
+                return {**results, label: {"error": str(exc)}}, False
+        results[label] = {**figures, "busy": busy.result.to_dict()}
+        peaks = ", ".join(f"{r['size']:,} rows {r['peak_rss_mib']:,.0f} MiB" for r in figures["runs"])
+        say(f"warehouse {label}: {peaks}; ratio {figures['peak_ratio']:.2f}")
+    return results, True
+
+
+def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
+    parts = selected_parts(args)
+    rows = QUICK_ROWS if args.quick else args.rows
+    throttle_seconds = args.throttle_seconds or (QUICK_THROTTLE_SECONDS if args.quick else 20.0)
+    ok = True
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
+        "machine": machine_facts(),
+        "parts": list(parts),
+        "rows": rows,
+        "quick": bool(args.quick),
     }
+    if RESPONSYS_PARTS.intersection(parts):
+        figures, fine = _responsys(args, parts, rows, work)
+        results.update(figures)
+        ok &= fine
+
+    if "throttled" in parts:
+        say(f"throttled: {args.throttle_rate:g} requests/s for about {throttle_seconds:g} s")
+        with BusyMonitor() as busy:
+            throttled = run_throttled(RESPONSYS, args.throttle_rate, throttle_seconds, work, _run_key("-throttled"))
+        ok &= _check_run(throttled.run, "throttled Volley")
+        results["throttled"] = throttled.figures(busy.result.to_dict())
+
+    if "vendors" in parts:
+        results["vendors"], fine = _vendors(args, throttle_seconds, work)
+        ok &= fine
+
+    if "warehouse" in parts:
+        results["warehouse"], fine = _warehouse(args, work)
+        ok &= fine
+
     results["targets"] = check_targets(results)
     results["noise_notes"] = _noise_notes(results)
     results["complete"] = ok
     return results, ok
 
 
+def _phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, figures) of every measured phase that records how busy the machine was."""
+    phases: list[tuple[str, dict[str, Any]]] = [
+        (name, results[name]) for name in ("ceiling", "volley", "dlt", "throttled") if name in results
+    ]
+    for name, vendor in (results.get("vendors") or {}).items():
+        phases += [(name, vendor), (f"{name} throttled", vendor.get("throttled") or {})]
+    phases += [(f"warehouse {name}", figures) for name, figures in (results.get("warehouse") or {}).items()]
+    return phases
+
+
 def _noise_notes(results: dict[str, Any]) -> list[str]:
     notes = []
-    for phase in ("ceiling", "volley", "dlt", "throttled"):
-        busy = results.get(phase, {}).get("busy") or {}
+    for phase, figures in _phases(results):
+        busy = figures.get("busy") or {}
         if busy.get("foreign_cores", 0.0) > NOISY_CORES:
             notes.append(
                 f"{phase}: other processes kept {busy['foreign_cores']:.2f} of "
@@ -272,6 +436,8 @@ def _noise_notes(results: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not selected_parts(args):
+        build_parser().error("--skip leaves nothing to run")
     work = Path(tempfile.mkdtemp(prefix="volley-bench-"))
     started = time.perf_counter()
     try:
@@ -283,10 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     print_table(results)
-    json_path = write_json(results, REPO_ROOT / "bench" / "results" / "latest.json")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(results), encoding="utf-8")
-    say(f"wrote {json_path} and {args.out} in {results['bench_seconds']:.0f} s")
+    markdown, document = report_paths(args)
+    json_path = write_json(results, document)
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(render_markdown(results), encoding="utf-8")
+    say(f"wrote {json_path} and {markdown} in {results['bench_seconds']:.0f} s")
     return 0 if ok else 1
 
 

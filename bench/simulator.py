@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from sim.log import read_log
+from sim.log import accepted_recipients, read_log
 from sim.testing import SimulatorProcess
 
-__all__ = ["STALL_SECONDS", "RequestWindow", "request_window", "responsys_stats", "start_simulator", "stats_delta"]
+__all__ = ["STALL_SECONDS", "RequestWindow", "request_window", "start_simulator", "stats_delta", "vendor_stats"]
 
 
-def start_simulator(log_path: Path, rate_limit: float | None = None) -> SimulatorProcess:
-    """No latency, no faults; a token bucket of `rate_limit` requests/s when given."""
+def start_simulator(
+    log_path: Path, rate_limit: float | None = None, vendor_options: Mapping[str, object] | None = None
+) -> SimulatorProcess:
+    """No latency, no faults; a token bucket of `rate_limit` requests/s per vendor when given.
+
+    `vendor_options` set fields of a vendor's own simulator config (`volley sim --vendor-option`),
+    e.g. {"sprinklr.requests_per_hour": None} lifts Sprinklr's hourly quota.
+    """
+    extra = [
+        arg
+        for name, value in (vendor_options or {}).items()
+        for arg in ("--vendor-option", f"{name}={json.dumps(value)}")
+    ]
     return SimulatorProcess(
-        latency_ms=0.0, rate_limit=rate_limit, log_path=log_path, python=sys.executable, startup_timeout=60.0
+        latency_ms=0.0,
+        rate_limit=rate_limit,
+        log_path=log_path,
+        extra_args=extra,
+        python=sys.executable,
+        startup_timeout=60.0,
     ).start()
 
 
-def responsys_stats(sim: SimulatorProcess) -> dict[str, Any]:
-    """The simulated Responsys account's counters (GET /responsys/_sim/stats)."""
-    response = httpx.get(f"{sim.responsys_url}/_sim/stats", timeout=10.0)
+def vendor_stats(sim: SimulatorProcess, vendor: str) -> dict[str, Any]:
+    """One simulated vendor's counters (GET /<vendor>/_sim/stats)."""
+    response = httpx.get(f"{sim.base_url}/{vendor}/_sim/stats", timeout=10.0)
     response.raise_for_status()
     stats: dict[str, Any] = response.json()
     return stats
@@ -44,8 +62,13 @@ class RequestWindow:
         median_gap: float | None = None,
         stalls: int = 0,
         stall_seconds: float = 0.0,
+        recipients_accepted: int = 0,
+        distinct_recipients_accepted: int = 0,
     ) -> None:
         self.by_result = by_result
+        self.recipients_accepted = recipients_accepted
+        """Recipients the simulator triggered (accepted in an applied request), and how many distinct keys."""
+        self.distinct_recipients_accepted = distinct_recipients_accepted
         self.first_ts = first_ts
         self.last_ts = last_ts
         self.median_gap = median_gap
@@ -73,15 +96,19 @@ class RequestWindow:
 STALL_SECONDS = 0.1
 
 
-def request_window(log_path: Path) -> RequestWindow:
-    """Read the simulator's NDJSON log (after the simulator stopped: it flushes on exit)."""
+def request_window(log_path: Path, vendor: str = "responsys") -> RequestWindow:
+    """Read the simulator's NDJSON log for one vendor (after the simulator stopped: it flushes on exit)."""
     import polars as pl
 
-    log = read_log(log_path).filter(pl.col("vendor") == "responsys")
+    log = read_log(log_path).filter(pl.col("vendor") == vendor)
     by_result = {str(result): int(n) for result, n in log.group_by("result").len().iter_rows()}
+    triggered = accepted_recipients(log)["key"]
+    recipients, distinct = triggered.len(), triggered.n_unique()
     accepted = log.filter(pl.col("result") == "accepted")["ts"].sort()
     if accepted.len() == 0:
-        return RequestWindow(by_result, None, None)
+        return RequestWindow(
+            by_result, None, None, recipients_accepted=recipients, distinct_recipients_accepted=distinct
+        )
     gaps = accepted.diff().drop_nulls()
     stalls = gaps.filter(gaps > STALL_SECONDS)
     return RequestWindow(
@@ -91,4 +118,6 @@ def request_window(log_path: Path) -> RequestWindow:
         median_gap=float(gaps.median()) if gaps.len() else None,  # type: ignore[arg-type]
         stalls=stalls.len(),
         stall_seconds=float(stalls.sum()),
+        recipients_accepted=recipients,
+        distinct_recipients_accepted=distinct,
     )

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,29 +24,17 @@ from bench.memory import RssSampler
 from bench.profiling import attach_py_spy
 from bench.rei import EVENT, LIST_FOLDER, LIST_OBJECT, OPTIONAL_FIELDS
 
-__all__ = ["REPO_ROOT", "VolleyResult", "run_volley", "write_spec"]
+__all__ = ["REPO_ROOT", "VolleyResult", "responsys_spec", "run_volley", "write_spec"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIM_USER = "volley"
 SIM_PASSWORD = "volley-secret"  # the simulator's built-in test account, not a secret
 
 
-def write_spec(
-    path: Path,
-    *,
-    name: str,
-    audience: Path,
-    concurrency: int = 16,
-    requests_per_second: float | None = None,
-    timeout_seconds: float = 30.0,
-) -> Path:
-    limits: dict[str, Any] = {"concurrency": concurrency, "timeout_seconds": timeout_seconds}
-    if requests_per_second is not None:
-        limits["requests_per_second"] = requests_per_second
-    spec = {
-        "name": name,
+def responsys_spec() -> dict[str, Any]:
+    """The vendor half of the benchmark's Responsys spec: the request `bench.rei` builds too."""
+    return {
         "vendor": "responsys",
-        "source": {"path": str(audience)},
         "key": "customer_id",
         "vendor_params": {
             "event": EVENT,
@@ -58,10 +47,35 @@ def write_spec(
             "user_name": {"env": "RESPONSYS_USER"},
             "password": {"env": "RESPONSYS_PASSWORD"},
         },
+    }
+
+
+def write_spec(
+    path: Path,
+    *,
+    name: str,
+    audience: Path,
+    vendor_spec: Mapping[str, Any] | None = None,
+    concurrency: int = 16,
+    requests_per_second: float | None = None,
+    requests_per_hour: int | None = None,
+    timeout_seconds: float = 30.0,
+) -> Path:
+    """A campaign spec: `vendor_spec` (vendor, key, vendor_params, connection, batch_size...; default
+    `responsys_spec()`) with this name, this audience and these limits, no others."""
+    limits: dict[str, Any] = {"concurrency": concurrency, "timeout_seconds": timeout_seconds}
+    if requests_per_second is not None:
+        limits["requests_per_second"] = requests_per_second
+    if requests_per_hour is not None:
+        limits["requests_per_hour"] = requests_per_hour
+    spec = {
+        "name": name,
+        **(responsys_spec() if vendor_spec is None else vendor_spec),
+        "source": {"path": str(audience)},
         "limits": limits,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
 
 
@@ -114,7 +128,7 @@ def _volley_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "volley.cli"]
 
 
-def _environment(prefect_home: Path) -> dict[str, str]:
+def _environment(prefect_home: Path, extra: Mapping[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)  # always the embedded server: the same cost on every machine
     env["PREFECT_HOME"] = str(prefect_home)
@@ -123,6 +137,7 @@ def _environment(prefect_home: Path) -> dict[str, str]:
     env["RESPONSYS_USER"] = SIM_USER  # the simulator's account, whatever the shell holds
     env["RESPONSYS_PASSWORD"] = SIM_PASSWORD
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)  # other vendors' simulator credentials
     return env
 
 
@@ -135,6 +150,7 @@ def run_volley(
     work_dir: Path,
     expected_rows: int,
     profile: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> VolleyResult:
     argv = [*_volley_argv(), "run", str(spec), "--base-url", base_url, "--run-key", run_key]
     argv += ["--results-dir", str(results_dir)]
@@ -143,7 +159,11 @@ def run_volley(
     with log_path.open("wb") as log:
         start = time.perf_counter()
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=_environment(work_dir / "prefect-home"), cwd=REPO_ROOT
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_environment(work_dir / "prefect-home", env or {}),
+            cwd=REPO_ROOT,
         )
         with RssSampler(process.pid) as sampler:
             spy = None

@@ -10,7 +10,8 @@ URI sets one), spilling the rest to disk.
 
     python -m bench.warehouse [--rows 1000000 10000000] [--plan] [--ordered] [--dir DIR]
 
-`measure_warehouse()` returns the figures for the report (the lead wires it into `bench`).
+`measure_warehouse()` returns the figures for the report: `python -m bench` runs it plain and with
+`plan=True` (`--only warehouse`, `--warehouse-rows SMALL LARGE`).
 """
 
 from __future__ import annotations
