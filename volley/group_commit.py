@@ -32,6 +32,7 @@ class GroupCommit(Generic[R]):
         await done
 
     async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let the other workers' records of this loop turn join the group
         while self._pending:
             group, self._pending = self._pending, []
             try:

@@ -11,7 +11,6 @@ shared between machines; there the run-key claim is a session advisory lock.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import hashlib
 import os
@@ -224,9 +223,8 @@ class SqliteLedger(Ledger):
         return _started(rows)
 
     async def _write_sends(self, rows: list[SendRow]) -> None:
-        await asyncio.to_thread(self._insert_sends, rows)  # the loop goes on sending while SQLite writes
-
-    def _insert_sends(self, rows: list[SendRow]) -> None:
+        # On the loop, not in a thread: handing each group to a thread made the loop wait for the
+        # GIL behind the planning thread (measured: a 300k run took 12 s instead of 7).
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(_INSERT_SEND.format("?"), rows)
