@@ -36,7 +36,15 @@ from volley.outcomes import RowResults, Status
 from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef, register_secret
 from volley.sources import ROW_INDEX
-from volley.text import as_text, escape_non_ascii_series, json_array, json_object, json_string
+from volley.text import (
+    as_text,
+    escape_characters,
+    escape_non_ascii,
+    json_array,
+    json_object,
+    json_string,
+    non_ascii_characters,
+)
 
 __all__ = ["ResponsysConnection", "ResponsysConnector", "ResponsysParams"]
 
@@ -206,14 +214,23 @@ class ResponsysConnector(Connector):
         p = self.params
 
         def text(column: str) -> pl.Expr:
-            return json_string(pl.col(column))
+            # Responsys wants ASCII: non-ASCII characters as \uXXXX, looked for in the values only
+            # (the JSON around them is ASCII already, and scanning it cost more than the encoding).
+            return escape_characters(json_string(pl.col(column)), non_ascii_characters(frame[column]))
 
         recipient: list[tuple[str, pl.Expr]] = []
         if p.identify_by is not None:
             recipient.append((p.identify_by, text(p.identify_by)))
-        recipient.append(
-            ("listName", json_object([("folderName", text("listFolder")), ("objectName", text("listObject"))]))
-        )
+
+        def folder_or_object(part: str, constant: str | None, column: str | None) -> pl.Expr:
+            if column is None:  # the spec's constant, encoded once rather than on every row
+                return pl.lit(escape_non_ascii(json.dumps(constant, ensure_ascii=False)))
+            return text(part)
+
+        list_name = p.list_name
+        folder = folder_or_object("listFolder", list_name.folder, list_name.folder_column)
+        table = folder_or_object("listObject", list_name.object, list_name.object_column)
+        recipient.append(("listName", json_object([("folderName", folder), ("objectName", table)])))
         if p.email_format is not None:
             recipient.append(("emailFormat", pl.lit(json.dumps(p.email_format))))
         if p.channel == "app":
@@ -234,8 +251,7 @@ class ResponsysConnector(Connector):
                 for f in fields
             ]
             members.append(("optionalData", json_array(items)))
-        encoded = frame.select(json_object(members).alias("payload")).to_series()
-        return escape_non_ascii_series(encoded)
+        return frame.select(json_object(members).alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
         body = b"".join((_PREFIX, ",".join(batch.payload).encode("ascii"), b"]}"))

@@ -6,7 +6,14 @@ import json
 
 import polars as pl
 
-from volley.text import escape_non_ascii, escape_non_ascii_series, json_array, json_object, json_string
+from volley.text import (
+    escape_characters,
+    escape_non_ascii,
+    json_array,
+    json_object,
+    json_string,
+    non_ascii_characters,
+)
 
 AWKWARD = ["plain", 'quote " and back\\slash', "line\nbreak\ttab\x01\x1f", "Crème brûlée 😀 €19 抹茶", ""]
 
@@ -26,6 +33,11 @@ def test_objects_and_arrays_leave_nulls_out() -> None:
 
 def test_non_ascii_becomes_utf16_escapes_and_stays_valid_json() -> None:
     assert escape_non_ascii("€ é 😀") == "\\u20AC \\u00E9 \\uD83D\\uDE00"
-    encoded = escape_non_ascii_series(pl.DataFrame({"v": AWKWARD}).select(json_string(pl.col("v"))).to_series())
+    frame = pl.DataFrame({"v": [*AWKWARD, None]})
+    characters = non_ascii_characters(frame["v"])
+    assert characters == sorted(set("èéû😀€抹茶"))
+    encoded = frame.select(escape_characters(json_string(pl.col("v")), characters)).to_series().to_list()
+    assert encoded[-1] is None
+    encoded = encoded[:-1]
     assert all(text.isascii() for text in encoded)
     assert [json.loads(text) for text in encoded] == AWKWARD

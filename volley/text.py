@@ -10,12 +10,13 @@ import polars as pl
 
 __all__ = [
     "as_text",
+    "escape_characters",
     "escape_non_ascii",
-    "escape_non_ascii_series",
     "json_array",
     "json_object",
     "json_string",
     "json_value",
+    "non_ascii_characters",
 ]
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -46,20 +47,26 @@ def escape_non_ascii(text: str) -> str:
     return _NON_ASCII.sub(_escape_char, text)
 
 
-def escape_non_ascii_series(series: pl.Series) -> pl.Series:
-    """Escape every non-ASCII character, vectorized: one replace pass over the distinct characters,
-    on the rows that hold any (found by byte length, which is cheaper than a regex on every row)."""
-    positions = (series.str.len_bytes() != series.str.len_chars()).arg_true()
-    if positions.is_empty():
-        return series
-    affected = series.gather(positions)
-    characters = affected.str.extract_all(r"[^\x00-\x7F]").explode().drop_nulls().unique().sort().to_list()
-    escaped = affected.str.replace_many(characters, [escape_non_ascii(character) for character in characters])
-    return series.clone().scatter(positions, escaped)
+def non_ascii_characters(values: pl.Series) -> list[str]:
+    """The distinct non-ASCII characters of a text column, looked for only in the rows that hold
+    any (found by byte length against character length, which is cheaper than a regex on every row)."""
+    affected = values.filter(values.str.len_bytes() != values.str.len_chars())
+    if affected.is_empty():
+        return []
+    return affected.str.extract_all(r"[^\x00-\x7F]").explode().drop_nulls().unique().sort().to_list()
+
+
+def escape_characters(text: pl.Expr, characters: Sequence[str]) -> pl.Expr:
+    """`text` with each of `characters` written as its `\\uXXXX` escape (for JSON text: apply it after
+    `json_string`, whose escapes it leaves alone)."""
+    if not characters:
+        return text
+    return text.str.replace_many(list(characters), [escape_non_ascii(character) for character in characters])
 
 
 _CONTROL = [chr(code) for code in range(0x20)]
-_CONTROL_ESCAPES = [json.dumps(character)[1:-1] for character in _CONTROL]
+_SPECIAL = ["\\", '"', *_CONTROL]
+_SPECIAL_ESCAPES = [json.dumps(character)[1:-1] for character in _SPECIAL]
 
 
 def json_string(value: pl.Expr) -> pl.Expr:
@@ -68,11 +75,7 @@ def json_string(value: pl.Expr) -> pl.Expr:
     Null stays null, so that `json_object` and `json_array` can leave it out. Written with
     polars string kernels: about ten times faster here than `struct.json_encode` on lists.
     """
-    escaped = (
-        value.str.replace_all("\\", "\\\\", literal=True)
-        .str.replace_all('"', '\\"', literal=True)
-        .str.replace_many(_CONTROL, _CONTROL_ESCAPES)
-    )
+    escaped = value.str.replace_many(_SPECIAL, _SPECIAL_ESCAPES)  # one pass for all of them
     return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
 
 
@@ -88,8 +91,8 @@ def json_value(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 def json_object(fields: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
     """`{"key": value, ...}` from already-encoded JSON values; a null value leaves its key out.
 
-    Keys are written as UTF-8, as `struct.json_encode` writes them (`escape_non_ascii_series`
-    makes the whole text ASCII where a vendor wants that).
+    Keys are written as UTF-8, as `struct.json_encode` writes them (`escape_characters`
+    makes values ASCII where a vendor wants that).
     """
     if not fields:
         return pl.lit("{}")
