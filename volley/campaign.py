@@ -225,6 +225,24 @@ def dry_run(
     return DryRunReport(rows, counts, to_send, batches, campaign.requests_per_second, campaign.spec.limits.concurrency)
 
 
+_FIRST_SLICE_ROWS = 10_000
+
+
+def _quick_start(slices: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The first slice cut in pieces of 10k, 20k, 40k... rows: sending starts once the first piece
+    is planned, and each next piece is planned while the one before it is sent."""
+    first = next(slices, None)
+    if first is None:
+        return
+    size = _FIRST_SLICE_ROWS
+    while first.height > 2 * size:
+        yield first.slice(0, size)
+        first = first.slice(size)
+        size *= 2
+    yield first
+    yield from slices
+
+
 @dataclass
 class CampaignRun:
     """One execution: its identity, its claim on the run key, its ledger and outcome writer."""
@@ -299,7 +317,7 @@ class CampaignRun:
 
     def plan_slices(self) -> Iterator[SlicePlan]:
         """Plan the audience slice by slice; rows settled before dispatch are recorded at once."""
-        for raw in self.campaign.source.iter_slices():
+        for raw in _quick_start(self.campaign.source.iter_slices()):
             plan = self.planner.plan_slice(raw)
             self.rows += plan.rows
             self.batches += plan.batches
