@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -10,6 +12,7 @@ import pytest
 from tests.support import audience, responsys_spec, write_spec
 from volley.campaign import Campaign
 from volley.planning import Planner
+from volley.seen import SeenKeys
 from volley.sources import ROW_INDEX
 
 
@@ -56,6 +59,86 @@ def test_duplicates_are_found_across_slices(campaign: Campaign) -> None:
     assert second.decided.select("row_index", "error_code", "error_message").rows() == [
         (2, "duplicate_key", "customer_id: duplicate of row 1 (same key)")
     ]
+
+
+def slices_of(keys: list[list[str]]) -> list[pl.DataFrame]:
+    """Consecutive slices of one audience: row indexes go on from one slice to the next."""
+    slices, offset = [], 0
+    for chunk in keys:
+        n = len(chunk)
+        data: dict[str, list[object]] = {"customer_id": [*chunk], "product_sku": ["1"] * n, "product_name": ["x"] * n}
+        slices.append(frame(data).with_columns(pl.col(ROW_INDEX) + offset))
+        offset += n
+    return slices
+
+
+THREE_SLICES = [["A", "B", "C", "B"], ["D", "E", "F"], ["G", "A", "H", "E", "A", "I"]]
+
+
+def decided_across(plan: Planner, keys: list[list[str]]) -> tuple[list[tuple[object, ...]], list[str]]:
+    decided, sent = [], []
+    for part in slices_of(keys):
+        result = plan.plan_slice(part)
+        decided += result.decided.sort("row_index").select("row_index", "error_code", "error_message").rows()
+        sent += [k for s in result.shards for b in s.batches for k in b.recipient_keys]
+    return decided, sent
+
+
+@pytest.mark.parametrize("chunk_keys", [1 << 21, 2], ids=["one-chunk", "many-chunks"])
+def test_a_key_repeated_two_slices_later_is_skipped_naming_its_first_row(campaign: Campaign, chunk_keys: int) -> None:
+    plan = planner(campaign)
+    plan._seen = SeenKeys(chunk_keys=chunk_keys)
+    decided, sent = decided_across(plan, THREE_SLICES)
+    assert decided == [
+        (3, "duplicate_key", "customer_id: duplicate of row 1 (same key)"),
+        (8, "duplicate_key", "customer_id: duplicate of row 0 (same key)"),
+        (10, "duplicate_key", "customer_id: duplicate of row 5 (same key)"),
+        (11, "duplicate_key", "customer_id: duplicate of row 0 (same key)"),
+    ]
+    assert sent == ["A", "B", "C", "D", "E", "F", "G", "H", "I"]  # every distinct key once, none skipped
+
+
+def test_keys_sharing_a_hash_are_told_apart(campaign: Campaign) -> None:
+    """The key store compares the keys themselves: a hash collision never skips a distinct key."""
+    plan = planner(campaign)
+    plan._seen = SeenKeys(chunk_keys=3, hash_keys=lambda keys: pl.repeat(7, keys.len(), dtype=pl.UInt64, eager=True))
+    decided, sent = decided_across(plan, THREE_SLICES)
+    assert [(row, message) for row, _, message in decided] == [
+        (3, "customer_id: duplicate of row 1 (same key)"),
+        (8, "customer_id: duplicate of row 0 (same key)"),
+        (10, "customer_id: duplicate of row 5 (same key)"),
+        (11, "customer_id: duplicate of row 0 (same key)"),
+    ]
+    assert sent == ["A", "B", "C", "D", "E", "F", "G", "H", "I"]
+
+
+def test_many_distinct_keys_over_many_slices_are_never_skipped(campaign: Campaign) -> None:
+    plan = planner(campaign)
+    plan._seen = SeenKeys(chunk_keys=1000)
+    keys = [f"C{i:07d}" for i in range(20_000)]
+    decided, sent = decided_across(plan, [keys[i : i + 2_500] for i in range(0, len(keys), 2_500)])
+    assert decided == []
+    assert sent == keys
+    assert len(plan._seen) == len(keys)
+
+
+def test_the_keys_leave_no_file_behind_and_close_frees_them(campaign: Campaign, tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    with replace(planner(campaign), keys_dir=keys_dir) as plan:
+        decided_across(plan, THREE_SLICES)
+        assert len(plan._seen) == 9
+        assert list(keys_dir.iterdir()) == []  # nameless files: a killed process leaves nothing either
+        files = plan._seen._files
+        assert files is not None
+        if Path("/proc/self/fd").is_dir():  # Linux: the open files are in keys_dir, deleted already
+            for handle in files:
+                target = os.readlink(f"/proc/self/fd/{handle.fileno()}")
+                assert target.startswith(str(keys_dir))
+                assert target.endswith("(deleted)")
+    assert all(handle.closed for handle in files)
+    with pytest.raises(RuntimeError, match="closed"):
+        plan.plan_slice(slices_of([["Z"]])[0])
 
 
 def test_missing_keys_and_missing_identifiers_are_invalid(campaign: Campaign) -> None:

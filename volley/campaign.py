@@ -212,16 +212,16 @@ def dry_run(
     campaign: Campaign, run_key: str, history: pl.DataFrame | None = None, options: RunOptions | None = None
 ) -> DryRunReport:
     """Validate and plan the whole audience; send nothing, write nothing."""
-    planner = campaign.planner(run_key, history, options)
     rows = to_send = batches = 0
     counts: dict[str, int] = {}
-    for raw in campaign.source.iter_slices():
-        plan = planner.plan_slice(raw)
-        rows += plan.rows
-        batches += plan.batches
-        to_send += sum(s.rows for s in plan.shards)
-        for status, code, n in plan.decided.group_by("status", "error_code").len().iter_rows():
-            counts[f"{status}: {code}"] = counts.get(f"{status}: {code}", 0) + n
+    with campaign.planner(run_key, history, options) as planner:
+        for raw in campaign.source.iter_slices():
+            plan = planner.plan_slice(raw)
+            rows += plan.rows
+            batches += plan.batches
+            to_send += sum(s.rows for s in plan.shards)
+            for status, code, n in plan.decided.group_by("status", "error_code").len().iter_rows():
+                counts[f"{status}: {code}"] = counts.get(f"{status}: {code}", 0) + n
     return DryRunReport(rows, counts, to_send, batches, campaign.requests_per_second, campaign.spec.limits.concurrency)
 
 
@@ -363,6 +363,7 @@ class CampaignRun:
         return summary
 
     async def close(self, complete: bool = False) -> None:
+        self.planner.close()
         await self.ledger.finish(self.identity, complete)
         await self.ledger.close()
 
