@@ -116,7 +116,7 @@ def _planner(description: str) -> Any:
         key="customer_id",
         run_key="bench",
         batch_rows=200,
-        shard_batches=50,
+        shard_batches=200,
         source=description,
     )
 

@@ -142,7 +142,7 @@ class CampaignSpec(_Strict):
     connection: dict[str, Any] = Field(default_factory=dict)
     limits: LimitsSpec = LimitsSpec()
     batch_size: int | None = Field(default=None, ge=1)
-    shard_batches: int = Field(default=50, ge=1)
+    shard_batches: int = Field(default=200, ge=1)  # one Prefect task; 50 was 16% slower (300k-row run)
     shards_in_flight: int = Field(default=2, ge=1, le=16)
     results_dir: str = "results"
     ledger: LedgerSpec = LedgerSpec()
