@@ -503,7 +503,7 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
             "- **Warehouse**: `bench/warehouse.py`. A fresh process builds each table inside DuckDB with "
             "`range()`; another fresh process per size reads it through `open_source` (`slice_rows` 250,000; no "
             "ORDER BY) and, for the plan row, plans every slice for Responsys as a run does; its peak RSS is "
-            "`getrusage` `ru_maxrss`. Every row must come back exactly once."
+            "`VmHWM` from `/proc/self/status`. Every row must come back exactly once."
         )
     lines += [
         "- **Other work**: every second the benchmark reads the CPU time of every process outside its own "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ def _read(path: Path, plan: bool, ordered: bool) -> dict[str, Any]:
     from volley.sources import open_source
     from volley.spec import SourceSpec
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = _peak_rss_mib()
     spec = SourceSpec(
         sql=_SQL if ordered else _SQL_UNORDERED,
         uri=f"duckdb:///{path}",
@@ -81,9 +80,19 @@ def _read(path: Path, plan: bool, ordered: bool) -> dict[str, Any]:
         "last_row_index": last_index,
         "seconds": round(seconds, 2),
         "rows_per_second": round(rows / seconds) if seconds else None,
-        "baseline_rss_mib": round(baseline / 1024, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "baseline_rss_mib": baseline,
+        "peak_rss_mib": _peak_rss_mib(),
     }
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that over an exec from the
+    parent, so a child started by a big bench process reported the parent's peak (seen: 581 MiB
+    for both sizes)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _planner(description: str) -> Any:
