@@ -88,3 +88,26 @@ def test_read_outcomes_covers_finished_and_unfinished_runs(tmp_path: Path) -> No
     crashed.write_batch("b", [0], ["a"], sent(1, Status.IN_DOUBT))
     crashed.flush()
     assert sorted(read_outcomes(tmp_path / "k")["status"].to_list()) == ["accepted", "in_doubt"]
+
+
+def test_compaction_sorts_pass_by_pass_and_keeps_every_row(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=4)
+    out.compact_rows = 3  # several passes over the parts
+    order = [7, 2, 9, 0, 5, 1, 8, 3, 6, 4]
+    for index in order:
+        out.write_batch(f"b{index}", [index], [f"k{index}"], sent(1))
+        if out.flush_due:
+            out.write_part(out.detach())
+    path = out.finalize(expected_rows=10)
+    frame = pl.read_parquet(path)
+    assert frame["row_index"].to_list() == list(range(10))
+    assert frame["recipient_key"].to_list() == [f"k{i}" for i in range(10)]
+    assert frame.schema == pl.Schema(OUTCOME_SCHEMA)
+
+
+def test_compaction_keeps_a_stray_row_so_the_invariant_refuses_it(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    out.compact_rows = 2
+    out.write_batch("b", [0, 1, 2, 7], ["a", "b", "c", "stray"], sent(4))
+    with pytest.raises(InvariantError):
+        out.finalize(expected_rows=3)
