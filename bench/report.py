@@ -451,8 +451,9 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
         lines += [
             "- **Audience**: polars writes a deterministic Parquet file (customer_id `C{n}`, product_sku, "
             "product_name and first_name, some of them non-ASCII, including a character outside the BMP).",
-            "- **Simulator**: one `python -m sim` process (no latency, no faults, no rate limit) serves every "
-            "contender in turn; it validates each body and logs every request and recipient.",
+            "- **Simulator**: a fresh `python -m sim` process (no latency, no faults, no rate limit) for each "
+            "contender (one that has already accepted recipients answers more slowly); it validates each body "
+            "and logs every request and recipient.",
         ]
     if "ceiling" in results:
         lines.append(
