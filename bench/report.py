@@ -60,24 +60,16 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def _volley_targets(results: dict[str, Any], volley: dict[str, Any]) -> list[dict[str, Any]]:
     rate = volley["recipients_per_second"]
     targets = []
-    if "ceiling" in results:
-        ceiling = results["ceiling"]["recipients_per_second"]
-        targets.append(
-            {
-                "target": "Volley / transport ceiling >= 0.5",
-                "value": f"{rate / ceiling:.2f}" if ceiling else "n/a",
-                "met": bool(ceiling) and rate / ceiling >= 0.5,
-            }
-        )
-    if "dlt" in results:
-        dlt = results["dlt"]["recipients_per_second"]
-        targets.append(
-            {
-                "target": "Volley / dlt >= 3",
-                "value": f"{rate / dlt:.2f}" if dlt else "n/a",
-                "met": bool(dlt) and rate / dlt >= 3,
-            }
-        )
+    for part, target, minimum in (("ceiling", "Volley / transport ceiling", 0.5), ("dlt", "Volley / dlt", 3.0)):
+        if part in results:
+            reference = results[part]["recipients_per_second"]
+            targets.append(
+                {
+                    "target": f"{target} >= {minimum:g}",
+                    "value": f"{rate / reference:.2f}" if reference else "n/a",
+                    "met": bool(reference) and rate / reference >= minimum,
+                }
+            )
     return [
         *targets,
         {
