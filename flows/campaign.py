@@ -138,7 +138,7 @@ async def _run(
         upcoming = asyncio.ensure_future(plan_next_slice(_quoted(slices)))
         try:
             while (plan := await upcoming) is not None:
-                # Plan the next slice while this one is sent: the workers never wait for planning.
+                # Plan the next slice while this one is sent: the workers wait only when planning is slower.
                 upcoming = asyncio.ensure_future(plan_next_slice(_quoted(slices)))
                 for shard in plan.shards:
                     while len(in_flight) >= campaign.spec.shards_in_flight:
