@@ -36,7 +36,7 @@ from bench.machine import BusyMonitor, machine_facts
 from bench.profiling import find_py_spy, hot_spots
 from bench.reference import CeilingResult, build_bodies, measure_ceiling
 from bench.report import check_targets, print_table, render_markdown, write_json
-from bench.simulator import start_simulator, stats_delta, vendor_stats
+from bench.simulator import bench_simulator, stats_delta, vendor_stats
 from bench.throttled import run_throttled
 from bench.vendors import RESPONSYS, VENDORS, VendorRun, run_vendor
 from bench.volley_runner import REPO_ROOT, SIM_PASSWORD, SIM_USER, VolleyResult, run_volley, write_spec
@@ -324,12 +324,9 @@ def _responsys(args: argparse.Namespace, parts: Sequence[str], rows: int, work: 
 
 @contextmanager
 def fresh_simulator(work: Path, name: str) -> Iterator[SimulatorProcess]:
-    sim = start_simulator(work / f"sim-{name}.ndjson")
-    say(f"simulator for {name} at {sim.base_url}")
-    try:
+    with bench_simulator(work / f"sim-{name}.ndjson") as sim:
+        say(f"simulator for {name} at {sim.base_url}")
         yield sim
-    finally:
-        sim.stop()
 
 
 def _vendors(args: argparse.Namespace, throttle_seconds: float, work: Path) -> tuple[dict[str, Any], bool]:

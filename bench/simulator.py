@@ -13,13 +13,14 @@ import httpx
 from sim.log import accepted_recipients, read_log
 from sim.testing import SimulatorProcess
 
-__all__ = ["STALL_SECONDS", "RequestWindow", "request_window", "start_simulator", "stats_delta", "vendor_stats"]
+__all__ = ["STALL_SECONDS", "RequestWindow", "bench_simulator", "request_window", "stats_delta", "vendor_stats"]
 
 
-def start_simulator(
+def bench_simulator(
     log_path: Path, rate_limit: float | None = None, vendor_options: Mapping[str, object] | None = None
 ) -> SimulatorProcess:
-    """No latency, no faults; a token bucket of `rate_limit` requests/s per vendor when given.
+    """The simulator as the bench runs it (`with bench_simulator(...) as sim`: started, then stopped):
+    no latency, no faults; a token bucket of `rate_limit` requests/s per vendor when given.
 
     `vendor_options` set fields of a vendor's own simulator config (`volley sim --vendor-option`),
     e.g. {"sprinklr.requests_per_hour": None} lifts Sprinklr's hourly quota.
@@ -36,7 +37,7 @@ def start_simulator(
         extra_args=extra,
         python=sys.executable,
         startup_timeout=60.0,
-    ).start()
+    )
 
 
 def vendor_stats(sim: SimulatorProcess, vendor: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import polars as pl
 import yaml
 
 from bench.audience import audience_frame
-from bench.simulator import RequestWindow, request_window, start_simulator, vendor_stats
+from bench.simulator import RequestWindow, bench_simulator, request_window, vendor_stats
 from bench.vendor_audiences import intilery_audience, medchat_audience, relay_audience, sprinklr_audience
 from bench.volley_runner import REPO_ROOT, VolleyResult, responsys_spec, run_volley, write_spec
 from connectors import connector_class
@@ -192,8 +192,7 @@ def run_vendor(vendor: BenchVendor, rows: int, work_dir: Path, run_key: str, *, 
         vendor_spec=vendor.vendor_spec(files),
         **vendor.limits(rate),
     )
-    sim = start_simulator(files / "sim.ndjson", rate_limit=rate, vendor_options=vendor.simulator_options())
-    try:
+    with bench_simulator(files / "sim.ndjson", rate_limit=rate, vendor_options=vendor.simulator_options()) as sim:
         volley = run_volley(
             spec,
             base_url=f"{sim.base_url}{vendor.url_path()}",
@@ -204,6 +203,4 @@ def run_vendor(vendor: BenchVendor, rows: int, work_dir: Path, run_key: str, *, 
             env=vendor.env,
         )
         stats = {k: v for k, v in vendor_stats(sim, vendor.name).items() if isinstance(v, int)}
-    finally:
-        sim.stop()
     return VendorRun(vendor.name, rows, rate, volley, request_window(sim.log_path, vendor.name), stats)
