@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log", dest="log_path", default=None, help="NDJSON log file")
+    parser.add_argument("--log-flush-seconds", type=float, default=0.2, help="how often the log is written")
     parser.add_argument("--hold-seconds", type=float, default=30.0)
     parser.add_argument("--token-ttl", type=float, default=None, help="Responsys token TTL (s)")
     parser.add_argument("--login-per-minute", type=int, default=None)
@@ -66,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         faults=args.fault,
         seed=args.seed,
         log_path=args.log_path,
+        log_flush_seconds=args.log_flush_seconds,
         hold_seconds=args.hold_seconds,
         token_ttl=args.token_ttl,
         login_per_minute=args.login_per_minute,

@@ -45,9 +45,9 @@ def _stats_handler(
 
 
 def build_app(config: SimConfig, vendors: Mapping[str, VendorFactory] | None = None) -> web.Application:
-    """Root app: ``/health``, and each vendor under ``/<name>`` with ``/_sim/stats``."""
+    """Root app: ``/health``, ``POST /_sim/flush``, and each vendor under ``/<name>`` with ``/_sim/stats``."""
     registry = VENDORS if vendors is None else vendors
-    log = SimLog(config.log_path)
+    log = SimLog(config.log_path, flush_interval=config.log_flush_seconds)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[LOG_KEY] = log
     contexts: dict[str, VendorContext] = {}
@@ -62,6 +62,10 @@ def build_app(config: SimConfig, vendors: Mapping[str, VendorFactory] | None = N
     async def health(request: web.Request) -> web.Response:
         return json_response(200, {"status": "ok", "vendors": sorted(contexts)})
 
+    async def flush_log(request: web.Request) -> web.Response:
+        log.flush()
+        return json_response(200, {"lines_written": log.lines_written})
+
     async def start_log(app: web.Application) -> None:
         await log.start()
 
@@ -69,6 +73,7 @@ def build_app(config: SimConfig, vendors: Mapping[str, VendorFactory] | None = N
         await log.close()
 
     app.router.add_get("/health", health)
+    app.router.add_post("/_sim/flush", flush_log)
     app.on_startup.append(start_log)
     app.on_cleanup.append(close_log)
     return app

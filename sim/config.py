@@ -240,6 +240,8 @@ class SimConfig:
     faults: FaultRates = field(default_factory=FaultRates)
     seed: int = 0
     log_path: Path | None = None
+    log_flush_seconds: float = 0.2
+    """How often the request log is written out (and on ``POST /_sim/flush`` and at exit)."""
     hold_seconds: float = 30.0
     """How long a timeout fault withholds the answer (then 504)."""
     responsys: ResponsysSimConfig = field(default_factory=ResponsysSimConfig)
@@ -259,6 +261,8 @@ class SimConfig:
             raise ValueError("burst must be >= 1")
         if self.hold_seconds < 0:
             raise ValueError("hold_seconds must be >= 0")
+        if self.log_flush_seconds <= 0:
+            raise ValueError("log_flush_seconds must be > 0")
 
     @property
     def bucket_capacity(self) -> float | None:
@@ -304,6 +308,7 @@ def config_from_options(
     faults: Iterable[str] | Mapping[str, float] = (),
     seed: int = 0,
     log_path: Path | str | None = None,
+    log_flush_seconds: float = 0.2,
     hold_seconds: float = 30.0,
     token_ttl: float | None = None,
     login_per_minute: int | None = None,
@@ -350,6 +355,7 @@ def config_from_options(
         faults=rates,
         seed=seed,
         log_path=Path(log_path) if log_path is not None else None,
+        log_flush_seconds=log_flush_seconds,
         hold_seconds=hold_seconds,
         responsys=responsys,
     )

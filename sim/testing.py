@@ -13,6 +13,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+import httpx
+import polars as pl
+
+from sim.log import read_log
 from sim.server import READY_PREFIX
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -143,6 +147,14 @@ class SimulatorProcess:
                 self.stop()
                 raise SimulatorError(f"simulator not listening after {self.startup_timeout} s:\n{self.stderr_text()}")
             time.sleep(0.02)
+
+    def read_log(self) -> pl.DataFrame:
+        """The request log so far: a running simulator first writes what it holds
+        (it otherwise writes every 0.2 s, so a read right after a run could miss
+        the last answers)."""
+        if self._process is not None and self._process.poll() is None:
+            httpx.post(f"{self.base_url}/_sim/flush", timeout=10).raise_for_status()
+        return read_log(self.log_path)
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to stop_timeout, then SIGKILL. Returns the exit code."""

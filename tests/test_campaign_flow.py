@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from flows.campaign import campaign_flow
-from sim.log import accepted_recipients, read_log, withheld_requests
+from sim.log import accepted_recipients, withheld_requests
 from sim.testing import SimulatorProcess
 from tests.support import audience, responsys_spec, write_spec
 from volley.outcomes import Status, check_invariant
@@ -70,7 +70,7 @@ async def test_a_fault_storm_ends_with_every_row_final_and_nothing_sent_twice(
     assert counts["rejected"] >= 1
     assert counts.get("failed", 0) == 0, outcomes.filter(pl.col("status") == "failed").head()
 
-    log = read_log(stormy_sim.log_path)
+    log = stormy_sim.read_log()
     triggered = accepted_recipients(log)
     assert triggered["key"].is_duplicated().sum() == 0, "a recipient was triggered twice"
 
@@ -103,7 +103,7 @@ async def test_a_rerun_with_the_same_run_key_sends_only_what_was_not_accepted(tm
         first = await run(spec_path, sim, tmp_path / "results", run_key="day-1")
         second = await run(spec_path, sim, tmp_path / "results", run_key="day-1")
         other_day = await run(spec_path, sim, tmp_path / "results", run_key="day-2")
-        log = read_log(sim.log_path)
+        log = sim.read_log()
     assert first["counts"]["accepted"] == 900
     assert second["counts"]["accepted"] == 0
     assert second["counts"]["skipped"] == 902  # accepted before, the duplicate, the one rejected before

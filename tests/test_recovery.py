@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,13 +75,11 @@ def test_crashes_at_three_points_resume_without_sending_anything_twice(
 
     planning = volley_run(cli_env, spec, slow_sim, results, *key, crash_at="planning")
     assert planning.returncode == -signal.SIGKILL
-    time.sleep(0.6)  # the simulator flushes its log every 0.2 s
-    assert read_log(slow_sim.log_path).height == 0, "killed while planning: nothing sent"
+    assert slow_sim.read_log().height == 0, "killed while planning: nothing sent"
 
     dispatch = volley_run(cli_env, spec, slow_sim, results, *key, crash_at="dispatch:8")
     assert dispatch.returncode == -signal.SIGKILL
-    time.sleep(0.6)
-    sent_before_crash = accepted_recipients(slow_sim.log_path).height
+    sent_before_crash = accepted_recipients(slow_sim.read_log()).height
     assert 0 < sent_before_crash < 4_000
 
     finalize = volley_run(cli_env, spec, slow_sim, results, *key, crash_at="finalize")
@@ -93,7 +90,7 @@ def test_crashes_at_three_points_resume_without_sending_anything_twice(
     outcomes = latest_outcomes(results, "crash-day")
     check_invariant(outcomes, 4_000)
 
-    triggered = accepted_recipients(slow_sim.log_path)
+    triggered = accepted_recipients(slow_sim.read_log())
     assert triggered["key"].is_duplicated().sum() == 0, "a recipient was triggered twice"
     in_doubt = set(outcomes.filter(pl.col("status") == "in_doubt")["recipient_key"])
     assert len(in_doubt) <= 4 * 200 + 200, "at most the batches in flight when the run died"
@@ -191,6 +188,6 @@ def test_two_processes_on_one_run_key_with_a_postgres_ledger_never_both_send(
     refused = [err for (_, err), p in zip(results, (first, second), strict=True) if p.returncode == 2]
     assert codes == [0, 2], results
     assert "held by another process on the shared ledger" in refused[0]
-    triggered = accepted_recipients(slow_sim.log_path)
+    triggered = accepted_recipients(slow_sim.read_log())
     assert triggered.height == 3_000
     assert triggered["key"].is_duplicated().sum() == 0

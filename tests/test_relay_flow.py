@@ -6,7 +6,6 @@ customer not reported `in_doubt` accepted exactly once, and the invariant holds.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import polars as pl
 import pytest
 
 from flows.campaign import campaign_flow
-from sim.log import read_log, withheld_requests
+from sim.log import withheld_requests
 from sim.testing import SimulatorProcess
 from tests.journey_support import RELAY_API_KEY, relay_audience, relay_spec
 from tests.support import assert_sent_once_each, processed_entries, write_spec
@@ -125,8 +124,7 @@ async def test_a_re_run_settles_lost_answers_with_the_status_look_up_and_sends_o
     with SimulatorProcess(faults={"timeout": 0.15, "reset": 0.15}, seed=7, hold_seconds=1) as sim:
         base_url = f"{sim.base_url}/relay/platform/v3/api"
         first = pl.read_parquet((await run(spec, base_url, results, "lost"))["outcome_path"])
-        await asyncio.sleep(0.5)  # the simulator writes its log every 0.2 s
-        withheld = withheld_requests(read_log(sim.log_path))
+        withheld = withheld_requests(sim.read_log())
         reached = set(withheld.filter(pl.col("processed"))["key"])
         never_arrived = set(withheld.filter(~pl.col("processed"))["key"])
         assert reached, "some answers were lost after Relay applied the request"

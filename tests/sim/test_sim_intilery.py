@@ -3,14 +3,12 @@ identification, auth, the rate limit and its log."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from sim.log import read_log
 from sim.testing import SimulatorProcess
 
 TOKEN = "intilery-demo-token"
@@ -47,8 +45,7 @@ def post(sim: SimulatorProcess, command: str, body: Any, token: str = TOKEN) -> 
 
 
 def logged_keys(sim: SimulatorProcess) -> list[dict[str, str]]:
-    time.sleep(0.3)
-    log = read_log(sim.log_path)
+    log = sim.read_log()
     rows = log.filter((log["vendor"] == "intilery") & log["processed"]).to_dicts()
     return [r for row in rows for r in row["recipients"]]
 

@@ -141,3 +141,10 @@ def test_simulator_log_from_a_run(tmp_path: Path) -> None:
         {"key": "UNKNOWN-k2", "status": "rejected"},
     ]
     assert accepted_recipients(path)["key"].to_list() == ["8", "k1"]
+
+
+def test_a_running_simulator_writes_its_log_when_asked() -> None:
+    with SimulatorProcess(extra_args=["--log-flush-seconds", "3600"]) as sim:
+        token, endpoint = token_for(sim.responsys_url)
+        trigger(endpoint, token, SAMPLE_BODY, request_id="now")
+        assert sim.read_log()["request_id"].to_list() == ["now"]

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from sim.config import SimConfig, apply_vendor_options
-from sim.log import read_log
 from sim.testing import SimulatorProcess
 
 KEY = "sprinklr-demo-key"
@@ -67,8 +66,8 @@ def refresh(sim: SimulatorProcess, token: str, **form: str) -> httpx.Response:
 
 
 def logged(sim: SimulatorProcess) -> list[dict[str, Any]]:
-    time.sleep(0.3)  # the log is flushed every 0.2 s
-    return read_log(sim.log_path).filter(read_log(sim.log_path)["vendor"] == "sprinklr").to_dicts()
+    log = sim.read_log()
+    return log.filter(log["vendor"] == "sprinklr").to_dicts()
 
 
 def test_the_documented_trigger_is_204_and_logged_by_sn_id(sim: SimulatorProcess) -> None:
