@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -46,7 +47,10 @@ def _orchestrate(work: Coroutine[Any, Any, T]) -> T:
     Set VOLLEY_DEBUG=1 for the traceback.
     """
     try:
-        return asyncio.run(work)
+        # uvloop: the run waits on this loop (one core, busy throughout a large run); 1M-row
+        # `volley run` measured 10-25% more recipients/s than on the default loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(work)
     except (KeyboardInterrupt, typer.Exit):
         raise
     except Exception as exc:
