@@ -19,6 +19,7 @@ from volley.connector import Call, ConnectionParams, Connector, ConnectorError, 
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.outcomes import BatchOutcome, RowResults, Status
 from volley.resolution import Action, Resolution
+from volley.transport import VendorClient
 
 
 class FakeConnector(Connector):
@@ -84,7 +85,7 @@ async def dispatch(
         assert batch.batch_id not in outcomes, "one outcome per batch"
         outcomes[batch.batch_id] = outcome
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with VendorClient(transport=httpx.MockTransport(handler)) as client:
         dispatcher = Dispatcher(connector or FakeConnector(), client, policy, sink)
         async with dispatcher:
             await dispatcher.send_shard(Shard("s0", work))
@@ -271,7 +272,7 @@ async def test_a_request_too_large_is_split_until_it_fits() -> None:
             return Call(call.method, call.url, call.content, {**call.headers, "X-Rows": str(len(batch))})
 
     parts: list[tuple[str, list[str]]] = []
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+    async with VendorClient(transport=httpx.MockTransport(handler)) as client:
 
         async def sink(batch: Batch, outcome: BatchOutcome) -> None:
             parts.append((batch.batch_id, outcome.results.status))
@@ -290,7 +291,7 @@ async def test_an_hourly_quota_lets_a_burst_through_then_paces() -> None:
     policy = DispatchPolicy(requests_per_hour=3, concurrency=2)
     work = batches(4)
     outcomes: list[str] = []
-    async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
+    async with VendorClient(transport=httpx.MockTransport(script)) as client:
 
         async def sink(batch: Batch, outcome: BatchOutcome) -> None:
             outcomes.append(batch.batch_id)
@@ -320,7 +321,7 @@ async def test_nothing_is_sent_without_its_intent_on_record_and_a_broken_record_
     async def sink(batch: Batch, outcome: BatchOutcome) -> None:
         assert batch.batch_id in intents or outcome.attempts == 0
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(script)) as client:
+    async with VendorClient(transport=httpx.MockTransport(script)) as client:
         dispatcher = Dispatcher(FakeConnector(), client, DispatchPolicy(concurrency=1), sink, intend)
         async with dispatcher:
             await dispatcher.send_shard(Shard("s", batches(5)))
@@ -333,7 +334,7 @@ async def test_an_outcome_that_cannot_be_recorded_fails_the_run_instead_of_hangi
     async def sink(batch: Batch, outcome: BatchOutcome) -> None:
         raise OSError("disk full")
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(Script())) as client:
+    async with VendorClient(transport=httpx.MockTransport(Script())) as client:
         dispatcher = Dispatcher(FakeConnector(), client, FAST, sink)
         with pytest.raises(OSError, match="disk full"):
             async with dispatcher:

@@ -23,6 +23,7 @@ from volley.connector import Connector, ConnectorError
 from volley.outcomes import BatchOutcome, RowResults, Status
 from volley.resolution import Action, Resolution, classify_transport_error
 from volley.secrets import redact
+from volley.transport import VendorClient
 
 __all__ = ["DispatchPolicy", "DispatchStats", "Dispatcher"]
 
@@ -102,7 +103,7 @@ class Dispatcher:
     def __init__(
         self,
         connector: Connector,
-        client: httpx.AsyncClient,
+        client: VendorClient,
         policy: DispatchPolicy,
         on_outcome: OutcomeSink,
         on_intent: IntentSink | None = None,
@@ -265,9 +266,10 @@ class Dispatcher:
         call = connector.build_call(batch, headers)
         self.stats.requests += 1
         try:
-            response = await self._client.request(
+            request = self._client.build_request(
                 call.method, _parsed_url(call.url), content=call.content, headers=call.headers, data=call.data
             )
+            response = await self._client.send_once(request)
         except httpx.TransportError as exc:
             resolution = classify_transport_error(exc, connector.repeat_safe)
             return await self._act(batch, resolution, None, headers, attempts, submitted_at)

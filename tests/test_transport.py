@@ -1,0 +1,36 @@
+"""The vendor client's direct path: what the client would add still reaches the transport."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from volley.transport import make_client
+
+
+async def test_send_once_carries_the_clients_headers_and_timeouts_and_reads_the_answer() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    async with make_client(4, 12.5, 3.0, transport=httpx.MockTransport(answer)) as client:
+        request = client.build_request("POST", "http://vendor.test/a", content=b"{}", headers={"X-Request-Id": "r1"})
+        response = await client.send_once(request)
+    assert response.json() == {"ok": True}
+    assert response.is_closed
+    assert response.request is request
+    sent = seen[0]
+    assert sent.headers["User-Agent"] == "volley/0.1"
+    assert sent.headers["X-Request-Id"] == "r1"
+    assert sent.extensions["timeout"] == {"connect": 3.0, "read": 12.5, "write": 12.5, "pool": None}
+
+
+async def test_send_once_raises_the_transports_error() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with make_client(1, 1.0, 1.0, transport=httpx.MockTransport(refuse)) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.send_once(client.build_request("POST", "http://vendor.test/a", content=b"{}"))
