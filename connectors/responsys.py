@@ -37,11 +37,12 @@ from volley.resolution import Action, Resolution
 from volley.secrets import SecretRef, register_secret
 from volley.sources import ROW_INDEX
 from volley.text import (
+    JsonPart,
+    RequiredObject,
     as_text,
     escape_characters,
     escape_non_ascii,
     json_array,
-    json_object,
     json_string,
     non_ascii_characters,
 )
@@ -218,29 +219,34 @@ class ResponsysConnector(Connector):
             # (the JSON around them is ASCII already, and scanning it cost more than the encoding).
             return escape_characters(json_string(pl.col(column)), non_ascii_characters(frame[column]))
 
-        recipient: list[tuple[str, pl.Expr]] = []
+        # Every recipient value is required by the audience model, so the payload is one concatenation
+        # (RequiredObject) but for optionalData, whose null items are left out.
+        recipient: list[tuple[str, JsonPart | RequiredObject]] = []
         if p.identify_by is not None:
             recipient.append((p.identify_by, text(p.identify_by)))
 
-        def folder_or_object(part: str, constant: str | None, column: str | None) -> pl.Expr:
+        def folder_or_object(part: str, constant: str | None, column: str | None) -> JsonPart:
             if column is None:  # the spec's constant, encoded once rather than on every row
-                return pl.lit(escape_non_ascii(json.dumps(constant, ensure_ascii=False)))
+                return escape_non_ascii(json.dumps(constant, ensure_ascii=False))
             return text(part)
 
         list_name = p.list_name
         folder = folder_or_object("listFolder", list_name.folder, list_name.folder_column)
         table = folder_or_object("listObject", list_name.object, list_name.object_column)
-        recipient.append(("listName", json_object([("folderName", folder), ("objectName", table)])))
+        recipient.append(("listName", RequiredObject([("folderName", folder), ("objectName", table)])))
         if p.email_format is not None:
-            recipient.append(("emailFormat", pl.lit(json.dumps(p.email_format))))
+            recipient.append(("emailFormat", json.dumps(p.email_format)))
         if p.channel == "app":
             recipient.append(
-                ("mobileAppRecipient", json_object([("deviceId", text("deviceId")), ("apiKey", text("apiKey"))]))
+                ("mobileAppRecipient", RequiredObject([("deviceId", text("deviceId")), ("apiKey", text("apiKey"))]))
             )
         if p.channel == "web_push":
-            device = [("visitorId", text("visitorId")), ("apiKey", text("apiKey"))]
-            recipient.append(("webPushAppRecipient", json_object(device)))
-        members = [("recipient", json_object(recipient))]
+            device: list[tuple[str, JsonPart | RequiredObject]] = [
+                ("visitorId", text("visitorId")),
+                ("apiKey", text("apiKey")),
+            ]
+            recipient.append(("webPushAppRecipient", RequiredObject(device)))
+        members: list[tuple[str, JsonPart | RequiredObject]] = [("recipient", RequiredObject(recipient))]
         fields = p.optional_fields()
         if fields:
             # An item whose value is null is null as a whole, and json_array leaves it out.
@@ -251,7 +257,7 @@ class ResponsysConnector(Connector):
                 for f in fields
             ]
             members.append(("optionalData", json_array(items)))
-        return frame.select(json_object(members).alias("payload")).to_series()
+        return frame.select(RequiredObject(members).expr().alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
         body = b"".join((_PREFIX, ",".join(batch.payload).encode("ascii"), b"]}"))

