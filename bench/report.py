@@ -276,7 +276,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- machine: {machine['nproc']} cores ({machine['cpu']}), {machine['ram_gib']} GiB RAM, {machine['platform']}",
         f"- python {machine['python']}, polars {versions.get('polars')}, prefect {versions.get('prefect')}, "
         f"dlt {versions.get('dlt')}, httpx {versions.get('httpx')}, httpx-aiohttp {versions.get('httpx-aiohttp')}, "
-        f"aiohttp {versions.get('aiohttp')}",
+        f"aiohttp {versions.get('aiohttp')}, uvloop {versions.get('uvloop')}",
         f"- command: `{results['command']}`",
         f"- parts: {', '.join(results['parts'])}",
     ]

@@ -48,7 +48,7 @@ def _orchestrate(work: Coroutine[Any, Any, T]) -> T:
     """
     try:
         # uvloop: the run waits on this loop (one core, busy throughout a large run); 1M-row
-        # `volley run` measured 10-25% more recipients/s than on the default loop.
+        # `volley run` measured 6-25% more recipients/s than on the default loop (alternating runs).
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(work)
     except (KeyboardInterrupt, typer.Exit):
