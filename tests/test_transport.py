@@ -34,3 +34,27 @@ async def test_send_once_raises_the_transports_error() -> None:
     async with make_client(1, 1.0, 1.0, transport=httpx.MockTransport(refuse)) as client:
         with pytest.raises(httpx.ConnectError):
             await client.send_once(client.build_request("POST", "http://vendor.test/a", content=b"{}"))
+
+
+@pytest.mark.parametrize(
+    ("method", "content", "headers"),
+    [
+        ("POST", b'{"a":1}', {"Authorization": "token", "Content-Type": "application/json", "X-Request-Id": "r1"}),
+        ("POST", None, {}),
+        ("POST", b"", {"user-agent": "vendor-wants-its-own"}),
+        ("GET", None, {"Accept": "application/json"}),
+        ("PUT", "é".encode(), {"Accept-Encoding": "identity"}),
+    ],
+)
+def test_request_for_builds_what_build_request_builds(
+    method: str, content: bytes | None, headers: dict[str, str]
+) -> None:
+    client = make_client(4, 12.5, 3.0, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    url = httpx.URL("https://vendor.test:8443/rest/api/v1.3/events/rei/E?x=1")
+    expected = client.build_request(method, url, content=content, headers=headers)
+    made = client.request_for(method, url, content, headers)
+    assert made.method == expected.method
+    assert made.url == expected.url
+    assert made.headers.raw == expected.headers.raw
+    assert made.content == expected.content
+    assert made.extensions == expected.extensions

@@ -266,8 +266,11 @@ class Dispatcher:
         call = connector.build_call(batch, headers)
         self.stats.requests += 1
         try:
-            request = self._client.build_request(
-                call.method, _parsed_url(call.url), content=call.content, headers=call.headers, data=call.data
+            url = _parsed_url(call.url)
+            request = (
+                self._client.request_for(call.method, url, call.content, call.headers)
+                if call.data is None
+                else self._client.build_request(call.method, url, headers=call.headers, data=call.data)
             )
             response = await self._client.send_once(request)
         except httpx.TransportError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,6 +17,30 @@ class VendorClient(httpx.AsyncClient):
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         super().__init__(transport=transport, **kwargs)
         self._direct = transport
+        self._default_headers = list(self.headers.raw)
+        self._extensions = {"timeout": self.timeout.as_dict()}
+
+    def request_for(
+        self, method: str, url: httpx.URL, content: bytes | None, headers: Mapping[str, str]
+    ) -> httpx.Request:
+        """The request `build_request` makes for a byte body and no cookies or query parameters,
+        made directly: `build_request` merges URLs, query parameters, cookies and headers through
+        httpx's classes, which measured 98 us of the 118 us it took to build a Responsys request.
+        The client's default headers come first and `headers` replace them (as httpx merges); then
+        Host and Content-Length are set as `httpx.Request` sets them.
+        """
+        body = content or b""
+        given = {key.lower() for key in headers}
+        raw = [(b"Host", url.netloc)]
+        if not body and method in ("POST", "PUT", "PATCH"):
+            raw.append((b"Content-Length", b"0"))
+        raw += [(key, value) for key, value in self._default_headers if key.decode().lower() not in given]
+        raw += [(key.encode(), value.encode()) for key, value in headers.items()]
+        if body:
+            raw.append((b"Content-Length", str(len(body)).encode()))
+        request = httpx.Request(method, url, headers=raw, stream=httpx.ByteStream(body), extensions=self._extensions)
+        request.read()
+        return request
 
     async def send_once(self, request: httpx.Request) -> httpx.Response:
         """One request handed straight to the transport, the answer read whole.
@@ -24,7 +49,7 @@ class VendorClient(httpx.AsyncClient):
         extraction and event hooks; the dispatcher uses none of them. Skipping them took the
         client's CPU per Responsys request (200 recipients, on uvloop, against the simulator)
         from 860-960 us to 640-680 us.
-        Timeouts and default headers still come from the client through `build_request`,
+        Timeouts and default headers still come from the client (`request_for`, `build_request`),
         and transport failures are the same `httpx.TransportError`s.
         """
         response = await self._direct.handle_async_request(request)
