@@ -129,25 +129,9 @@ class Planner:
         frame = raw.with_columns(
             pl.col(ROW_INDEX).cast(pl.Int64),
             pl.col(self.key).cast(pl.String, strict=False).str.strip_chars().alias(RECIPIENT_KEY),
-        )
-        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
-        in_slice = frame.filter(~missing).group_by(RECIPIENT_KEY).agg(pl.col(ROW_INDEX).min().alias(FIRST_ROW))
-        # The history rows of this slice's keys, found with a hash set of the slice's keys: a join
-        # against the whole history would hash all of it again for every slice.
-        prior = self.history.filter(pl.col(RECIPIENT_KEY).is_in(in_slice[RECIPIENT_KEY].implode())).select(
-            RECIPIENT_KEY, pl.col("status").alias("__prior_status"), pl.col("run_id").alias("__prior_run")
-        )
-        # Each key's first row: in an earlier slice (the keys met before) or else in this one.
-        earlier = self._seen.first_rows(in_slice)
-        first_rows = pl.concat(
-            [earlier, in_slice.join(earlier, on=RECIPIENT_KEY, how="anti")] if earlier.height else [in_slice]
-        ).rename({FIRST_ROW: "__first_row"})
-        frame = (
-            frame.join(first_rows, on=RECIPIENT_KEY, how="left", nulls_equal=False)
-            .join(prior, on=RECIPIENT_KEY, how="left", nulls_equal=False)
-            .with_columns(self._decision().alias("__decided"))
-            .sort(ROW_INDEX)
-        )
+        ).sort(ROW_INDEX)
+        frame = frame.join(self._first_rows(frame), on=RECIPIENT_KEY, how="left", nulls_equal=False)
+        frame = self._with_prior(frame).with_columns(self._decision().alias("__decided")).sort(ROW_INDEX)
         early = frame.filter(pl.col("__decided").is_not_null()).select(
             pl.col(ROW_INDEX).alias("row_index"),
             pl.col(RECIPIENT_KEY).alias("recipient_key"),
@@ -175,6 +159,41 @@ class Planner:
         encoded, oversized = self._encode(valid)
         decided = pl.concat([early, invalid, oversized], how="vertical").cast(_DECIDED_SCHEMA)  # type: ignore[arg-type]
         return SlicePlan(raw.height, decided, self._cut(encoded))
+
+    def _first_rows(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The first row of each key met more than once so far (in an earlier slice or in this one).
+
+        Only those keys: with a key for every row, joining the slice against its own keys measured
+        a third of what deciding which rows to send cost, and duplicates are rare.
+        """
+        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
+        present = frame.filter(~missing).select(RECIPIENT_KEY, ROW_INDEX)
+        first_here = pl.col(RECIPIENT_KEY).is_first_distinct()  # the slice is in row order
+        in_slice = present.filter(first_here).select(RECIPIENT_KEY, pl.col(ROW_INDEX).alias(FIRST_ROW))
+        earlier = self._seen.first_rows(in_slice)  # keys met in an earlier slice, with their first row
+        repeated = present.filter(~first_here)[RECIPIENT_KEY]
+        if repeated.is_empty():
+            first_rows = earlier
+        else:
+            again = in_slice.filter(pl.col(RECIPIENT_KEY).is_in(repeated.implode()))
+            first_rows = pl.concat(
+                [earlier, again.join(earlier, on=RECIPIENT_KEY, how="anti")] if earlier.height else [again]
+            )
+        return first_rows.select(RECIPIENT_KEY, pl.col(FIRST_ROW).cast(pl.Int64).alias("__first_row"))
+
+    def _with_prior(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Each row's latest status under this run key (and the run that left it), if sent before."""
+        if self.history.is_empty():
+            return frame.with_columns(
+                pl.lit(None, dtype=pl.String).alias("__prior_status"),
+                pl.lit(None, dtype=pl.String).alias("__prior_run"),
+            )
+        # The history rows of this slice's keys, found with a hash set of the slice's keys: a join
+        # against the whole history would hash all of it again for every slice.
+        prior = self.history.filter(pl.col(RECIPIENT_KEY).is_in(frame[RECIPIENT_KEY].drop_nulls().implode())).select(
+            RECIPIENT_KEY, pl.col("status").alias("__prior_status"), pl.col("run_id").alias("__prior_run")
+        )
+        return frame.join(prior, on=RECIPIENT_KEY, how="left", nulls_equal=False)
 
     def _encode(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Encode valid rows; rows whose fragment is over the vendor's size limit become `invalid`."""
