@@ -98,6 +98,25 @@ def test_a_key_repeated_two_slices_later_is_skipped_naming_its_first_row(campaig
     assert sent == ["A", "B", "C", "D", "E", "F", "G", "H", "I"]  # every distinct key once, none skipped
 
 
+def test_keys_new_to_a_slice_and_keys_met_before_repeat_in_the_same_slice(campaign: Campaign) -> None:
+    decided, sent = decided_across(planner(campaign), [["A", "B"], ["C", "A", "C", "B", "A", "D"]])
+    assert decided == [
+        (3, "duplicate_key", "customer_id: duplicate of row 0 (same key)"),
+        (4, "duplicate_key", "customer_id: duplicate of row 2 (same key)"),
+        (5, "duplicate_key", "customer_id: duplicate of row 1 (same key)"),
+        (6, "duplicate_key", "customer_id: duplicate of row 0 (same key)"),
+    ]
+    assert sent == ["A", "B", "C", "D"]
+
+
+def test_the_first_row_of_a_key_is_its_lowest_row_index_whatever_the_slice_order(campaign: Campaign) -> None:
+    shuffled = frame({"customer_id": ["A", "B", "A"], "product_sku": ["1"] * 3, "product_name": ["x"] * 3})
+    plan = planner(campaign).plan_slice(shuffled.with_columns(pl.Series(ROW_INDEX, [7, 3, 5])))
+    assert plan.decided.select("row_index", "error_message").rows() == [
+        (7, "customer_id: duplicate of row 5 (same key)")
+    ]
+
+
 def test_keys_sharing_a_hash_are_told_apart(campaign: Campaign) -> None:
     """The key store compares the keys themselves: a hash collision never skips a distinct key."""
     plan = planner(campaign)

@@ -163,8 +163,8 @@ class Planner:
     def _first_rows(self, frame: pl.DataFrame) -> pl.DataFrame:
         """The first row of each key met more than once so far (in an earlier slice or in this one).
 
-        Only those keys: with a key for every row, joining the slice against its own keys measured
-        a third of what deciding which rows to send cost, and duplicates are rare.
+        Only those keys, usually none: joining every row of the slice to its key's first row took
+        the steps before validation from 0.4 to 0.7 s of CPU for 1M rows (measured).
         """
         missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
         present = frame.filter(~missing).select(RECIPIENT_KEY, ROW_INDEX)
