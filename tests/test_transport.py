@@ -58,3 +58,12 @@ def test_request_for_builds_what_build_request_builds(
     assert made.headers.raw == expected.headers.raw
     assert made.content == expected.content
     assert made.extensions == expected.extensions
+
+
+def test_request_for_refuses_a_header_httpx_would_refuse() -> None:
+    client = make_client(1, 1.0, 1.0, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    url = httpx.URL("https://vendor.test/a")
+    with pytest.raises(UnicodeEncodeError):
+        client.build_request("POST", url, content=b"{}", headers={"X-Name": "café"})
+    with pytest.raises(UnicodeEncodeError):
+        client.request_for("POST", url, b"{}", {"X-Name": "café"})
