@@ -17,8 +17,6 @@ class VendorClient(httpx.AsyncClient):
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         super().__init__(transport=transport, **kwargs)
         self._direct = transport
-        self._default_headers = list(self.headers.raw)
-        self._extensions = {"timeout": self.timeout.as_dict()}
 
     def request_for(
         self, method: str, url: httpx.URL, content: bytes | None, headers: Mapping[str, str]
@@ -34,11 +32,13 @@ class VendorClient(httpx.AsyncClient):
         raw = [(b"Host", url.netloc)]
         if not body and method in ("POST", "PUT", "PATCH"):
             raw.append((b"Content-Length", b"0"))
-        raw += [(key, value) for key, value in self._default_headers if key.decode().lower() not in given]
+        raw += [(key, value) for key, value in self.headers.raw if key.decode().lower() not in given]
         raw += [(key.encode("ascii"), value.encode("ascii")) for key, value in headers.items()]  # as httpx
         if body:
             raw.append((b"Content-Length", str(len(body)).encode()))
-        request = httpx.Request(method, url, headers=raw, stream=httpx.ByteStream(body), extensions=self._extensions)
+        request = httpx.Request(
+            method, url, headers=raw, stream=httpx.ByteStream(body), extensions={"timeout": self.timeout.as_dict()}
+        )
         request.read()
         return request
 
