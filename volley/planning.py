@@ -27,6 +27,10 @@ _DECIDED_SCHEMA = {
 }
 
 
+def _missing_key() -> pl.Expr:
+    return pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
+
+
 @dataclass(slots=True)
 class SlicePlan:
     rows: int
@@ -78,7 +82,7 @@ class Planner:
 
     def _decision(self) -> pl.Expr:
         """Rows settled before validation: (status, error_code, error_message), or null to go on."""
-        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
+        missing = _missing_key()
         first_row = pl.col("__first_row")
         prior = pl.col("__prior_status")
         since = pl.format(" by run {} under run key {}", pl.col("__prior_run"), pl.lit(self.run_key))
@@ -166,8 +170,7 @@ class Planner:
         Only those keys, usually none: joining every row of the slice to its key's first row made
         the steps before validation cost 0.7 s of CPU for 1M rows, against 0.4 s now (measured).
         """
-        missing = pl.col(RECIPIENT_KEY).is_null() | (pl.col(RECIPIENT_KEY) == "")
-        present = frame.filter(~missing).select(RECIPIENT_KEY, ROW_INDEX)
+        present = frame.filter(~_missing_key()).select(RECIPIENT_KEY, ROW_INDEX)
         first_here = pl.col(RECIPIENT_KEY).is_first_distinct()  # the slice is in row order
         in_slice = present.filter(first_here).select(RECIPIENT_KEY, pl.col(ROW_INDEX).alias(FIRST_ROW))
         earlier = self._seen.first_rows(in_slice)  # keys met in an earlier slice, with their first row
