@@ -68,7 +68,7 @@ FAST = DispatchPolicy(
 
 def batches(n: int, rows: int = 2) -> list[Batch]:
     return [
-        Batch(f"b{i}", list(range(i * rows, (i + 1) * rows)), [f"k{i}-{j}" for j in range(rows)], ["{}"] * rows)
+        Batch.of(f"b{i}", list(range(i * rows, (i + 1) * rows)), [f"k{i}-{j}" for j in range(rows)], ["{}"] * rows)
         for i in range(n)
     ]
 

@@ -62,7 +62,7 @@ def events(connector: IntileryConnector, rows: dict[str, Any], key: str = "custo
     valid, failures = split_invalid(prepared(connector, rows, key), connector.audience_model(), "test")
     assert failures.height == 0, failures
     payload = connector.encode_rows(valid).to_list()
-    call = connector.build_call(Batch("b", list(range(len(payload))), ["k"] * len(payload), payload), {AUTH: "T"})
+    call = connector.build_call(Batch.of("b", list(range(len(payload))), ["k"] * len(payload), payload), {AUTH: "T"})
     assert call.headers[AUTH] == "T"
     assert call.headers["Content-Type"] == "application/json"
     body = json.loads(call.content or b"")
@@ -280,8 +280,8 @@ def response(status: int, body: Any = None, text: str | None = None) -> httpx.Re
     return httpx.Response(status, json=body)
 
 
-THREE = Batch("b", [0, 1, 2], ["a", "b", "c"], ["{}", "{}", "{}"])
-ONE = Batch("b", [0], ["a"], ["{}"])
+THREE = Batch.of("b", [0, 1, 2], ["a", "b", "c"], ["{}", "{}", "{}"])
+ONE = Batch.of("b", [0], ["a"], ["{}"])
 
 
 def test_the_single_answer_gives_the_event_id(tmp_path: Path) -> None:

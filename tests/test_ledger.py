@@ -13,7 +13,7 @@ import pytest
 
 from volley.errors import InputError
 from volley.group_commit import GroupCommit
-from volley.ledger import UNANSWERED, Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, open_ledger
+from volley.ledger import UNANSWERED, Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, keys_json, open_ledger
 from volley.outcomes import RunIdentity
 
 LedgerFactory = Callable[[], Ledger]
@@ -49,18 +49,18 @@ async def test_history_gives_the_latest_status_per_recipient(make_ledger: Ledger
     ledger = make_ledger()
     first = identity("r1", campaign)
     await ledger.claim(first)
-    await ledger.intend(first, "b1", ["a", "b", "c"])
-    await ledger.settle(first, "b1", ["a", "b", "c"], ["accepted", "rejected", "in_doubt"])
-    await ledger.intend(first, "b2", ["d", "e"])  # the run dies here: b2 never answered
-    await ledger.intend(first, "b3", ["f", "g"])
-    await ledger.settle(first, "b3.1", ["f"], ["failed"])  # half of a split batch answered
+    await ledger.intend(first, "b1", keys_json(["a", "b", "c"]))
+    await ledger.settle(first, "b1", keys_json(["a", "b", "c"]), ["accepted", "rejected", "in_doubt"])
+    await ledger.intend(first, "b2", keys_json(["d", "e"]))  # the run dies here: b2 never answered
+    await ledger.intend(first, "b3", keys_json(["f", "g"]))
+    await ledger.settle(first, "b3.1", keys_json(["f"]), ["failed"])  # half of a split batch answered
     assert not await ledger.completed(campaign, "2026-11-23")
     await ledger.finish(first, complete=False)
 
     second = identity("r2", campaign)
     await ledger.claim(second)
-    await ledger.intend(second, "b9", ["b", "d"])
-    await ledger.settle(second, "b9", ["b", "d"], ["accepted", "accepted"])
+    await ledger.intend(second, "b9", keys_json(["b", "d"]))
+    await ledger.settle(second, "b9", keys_json(["b", "d"]), ["accepted", "accepted"])
     await ledger.finish(second, complete=True)
 
     history = await ledger.history(campaign, "2026-11-23")
@@ -127,7 +127,7 @@ async def test_concurrent_records_share_a_transaction_and_each_waits_for_its_own
         await write_sends(rows)
 
     ledger._sends = GroupCommit(counted)
-    await asyncio.gather(*(ledger.intend(run, f"b{i}", [f"k{i}"]) for i in range(40)))
+    await asyncio.gather(*(ledger.intend(run, f"b{i}", keys_json([f"k{i}"])) for i in range(40)))
     assert sum(writes) == 40
     assert len(writes) < 40  # records that arrived while one write was out went together
     history = await ledger.history(run.campaign, run.run_key)

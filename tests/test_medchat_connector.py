@@ -54,7 +54,7 @@ def encode(connector: MedChatConnector, frame: pl.DataFrame) -> list[str]:
 
 
 def send(connector: MedChatConnector, payload: list[str]) -> tuple[str, str, dict[str, Any] | None, dict[str, str]]:
-    batch = Batch("b1", list(range(len(payload))), [f"k{i}" for i in range(len(payload))], payload)
+    batch = Batch.of("b1", list(range(len(payload))), [f"k{i}" for i in range(len(payload))], payload)
     headers = connector.build_call(batch, {"Authorization": f"Bearer {MEDCHAT_TOKEN}"})
     body = json.loads(headers.content) if headers.content else None
     return headers.method, headers.url, body, dict(headers.headers)
@@ -169,7 +169,7 @@ def response(
 
 def test_204_accepts_every_instance_of_the_request(tmp_path: Path) -> None:
     connector = connector_of(load(tmp_path))
-    batch = Batch("b", [0, 1, 2], ["a", "b", "c"], ["{}"] * 3)
+    batch = Batch.of("b", [0, 1, 2], ["a", "b", "c"], ["{}"] * 3)
     answer = response(204)
     assert connector.classify(answer).action is Action.SUCCESS
     results = connector.decode(batch, answer)
@@ -179,7 +179,7 @@ def test_204_accepts_every_instance_of_the_request(tmp_path: Path) -> None:
 
 def test_a_400_with_messages_rejects_every_row_with_all_the_messages(tmp_path: Path) -> None:
     connector = connector_of(load(tmp_path))
-    batch = Batch("b", [0, 1], ["a", "b"], ["{}"] * 2)
+    batch = Batch.of("b", [0, 1], ["a", "b"], ["{}"] * 2)
     answer = response(400, ["Instance 1: parameter 'patientName' is required.", "Unknown time zone."])
     assert connector.classify(answer).action is Action.SUCCESS, "decoded: the rows are refused, with reasons"
     results = connector.decode(batch, answer)
@@ -307,7 +307,7 @@ def test_cancel_deletes_one_execution_per_request(tmp_path: Path) -> None:
 
 def test_cancel_answers_204_cancelled_and_404_unknown(tmp_path: Path) -> None:
     connector = connector_of(cancel_campaign(tmp_path, [INSTANCE]))
-    batch = Batch("b", [0], [INSTANCE], [INSTANCE])
+    batch = Batch.of("b", [0], [INSTANCE], [INSTANCE])
     assert connector.decode(batch, response(204)).status == ["accepted"]
     unknown = response(404, ["Journey instance was not found or has no running execution."])
     assert connector.classify(unknown).action is Action.SUCCESS

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from volley.batches import Batch
 from volley.outcomes import (
     OUTCOME_SCHEMA,
     BatchOutcome,
@@ -34,7 +35,7 @@ def sent(rows: int, status: Status = Status.ACCEPTED) -> BatchOutcome:
 
 def test_rows_from_planning_and_dispatch_compact_into_one_sorted_file(tmp_path: Path) -> None:
     out = writer(tmp_path)
-    out.write_batch("b1", [2, 3], ["c", "d"], sent(2))
+    out.write_batch(Batch.of("b1", [2, 3], ["c", "d"], ["{}"] * 2), sent(2))
     out.write_frame(pl.DataFrame({"row_index": [1, 0], "recipient_key": ["b", "a"], "status": ["invalid", "skipped"]}))
     path = out.finalize(expected_rows=4)
     frame = pl.read_parquet(path)
@@ -49,12 +50,12 @@ def test_rows_from_planning_and_dispatch_compact_into_one_sorted_file(tmp_path: 
 
 def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
     out = writer(tmp_path, flush_rows=3)
-    out.write_batch("b1", [0, 1], ["a", "b"], sent(2))
+    out.write_batch(Batch.of("b1", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))
     assert not out.flush_due
-    out.write_batch("b2", [2, 3], ["c", "d"], sent(2))
+    out.write_batch(Batch.of("b2", [2, 3], ["c", "d"], ["{}"] * 2), sent(2))
     assert out.flush_due
     pending = out.detach()
-    out.write_batch("b3", [4], ["e"], sent(1))  # the buffer goes on while the part is written
+    out.write_batch(Batch.of("b3", [4], ["e"], ["{}"] * 1), sent(1))  # the buffer goes on while the part is written
     out.write_part(pending)
     parts = list(out.parts_dir.glob("*.parquet"))
     assert len(parts) == 1
@@ -75,17 +76,17 @@ def test_the_invariant_catches_lost_and_doubled_rows(row_index: list[int], expec
 
 def test_finalize_refuses_a_record_that_breaks_the_invariant(tmp_path: Path) -> None:
     out = writer(tmp_path)
-    out.write_batch("b1", [0, 1], ["a", "b"], sent(2))
+    out.write_batch(Batch.of("b1", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))
     with pytest.raises(InvariantError):
         out.finalize(expected_rows=3)
 
 
 def test_read_outcomes_covers_finished_and_unfinished_runs(tmp_path: Path) -> None:
     done = OutcomeWriter(tmp_path / "k" / "run-a", RUN)
-    done.write_batch("b", [0], ["a"], sent(1))
+    done.write_batch(Batch.of("b", [0], ["a"], ["{}"] * 1), sent(1))
     done.finalize(1)
     crashed = OutcomeWriter(tmp_path / "k" / "run-b", RUN)
-    crashed.write_batch("b", [0], ["a"], sent(1, Status.IN_DOUBT))
+    crashed.write_batch(Batch.of("b", [0], ["a"], ["{}"] * 1), sent(1, Status.IN_DOUBT))
     crashed.flush()
     assert sorted(read_outcomes(tmp_path / "k")["status"].to_list()) == ["accepted", "in_doubt"]
 
@@ -95,7 +96,7 @@ def test_compaction_sorts_pass_by_pass_and_keeps_every_row(tmp_path: Path) -> No
     out.compact_rows = 3  # several passes over the parts
     order = [7, 2, 9, 0, 5, 1, 8, 3, 6, 4]
     for index in order:
-        out.write_batch(f"b{index}", [index], [f"k{index}"], sent(1))
+        out.write_batch(Batch.of(f"b{index}", [index], [f"k{index}"], ["{}"] * 1), sent(1))
         if out.flush_due:
             out.write_part(out.detach())
     path = out.finalize(expected_rows=10)
@@ -108,6 +109,6 @@ def test_compaction_sorts_pass_by_pass_and_keeps_every_row(tmp_path: Path) -> No
 def test_compaction_keeps_a_stray_row_so_the_invariant_refuses_it(tmp_path: Path) -> None:
     out = writer(tmp_path)
     out.compact_rows = 2
-    out.write_batch("b", [0, 1, 2, 7], ["a", "b", "c", "stray"], sent(4))
+    out.write_batch(Batch.of("b", [0, 1, 2, 7], ["a", "b", "c", "stray"], ["{}"] * 4), sent(4))
     with pytest.raises(InvariantError):
         out.finalize(expected_rows=3)

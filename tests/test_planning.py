@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,7 @@ import polars as pl
 import pytest
 
 from tests.support import audience, responsys_spec, write_spec
+from volley.batches import batch_id_for
 from volley.campaign import Campaign
 from volley.planning import Planner
 from volley.seen import SeenKeys
@@ -249,6 +251,20 @@ def test_batches_hold_at_most_the_vendor_limit_with_stable_ids(campaign: Campaig
     assert other_key.shards[0].batches[0].batch_id != first.shards[0].batches[0].batch_id
 
 
+def test_batches_carry_their_joined_fragments_keys_json_and_ids_made_from_their_rows(campaign: Campaign) -> None:
+    awkward = pl.when(pl.int_range(pl.len()) == 3).then(pl.lit('C"quoted\\key')).otherwise(pl.col("customer_id"))
+    rows = audience(450).with_columns(awkward.alias("customer_id"))
+    plan = planner(campaign).plan_slice(rows.with_row_index(ROW_INDEX))
+    batches = [b for s in plan.shards for b in s.batches]
+    assert [len(b) for b in batches] == [200, 200, 50]
+    assert batches[0].recipient_keys[3] == 'C"quoted\\key'
+    for batch in batches:
+        assert batch.joined_payload == ",".join(batch.payload)
+        assert json.loads(batch.keys_json) == batch.recipient_keys
+        assert batch.batch_id == batch_id_for("2026-11-23", batch.row_index)  # as planned by lists of ints
+        assert batch.batch_id.startswith(f"{batch.row_index[0]:010d}-")
+
+
 def test_byte_limited_vendors_get_batches_that_fit_and_oversized_rows_are_invalid(campaign: Campaign) -> None:
     connector = campaign.connector
     type(connector).max_row_bytes = 260
@@ -273,4 +289,5 @@ def test_byte_limited_vendors_get_batches_that_fit_and_oversized_rows_are_invali
     assert [i for b in batches for i in b.row_index] == [0, 1, 2, 3, 5, 6]
     for batch in batches:
         assert sum(len(p.encode()) + 1 for p in batch.payload) <= 600
+        assert len(batch.joined_payload.encode()) + 1 <= 600
     assert len(batches) > 1

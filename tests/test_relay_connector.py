@@ -24,6 +24,7 @@ from volley.batches import Batch
 from volley.campaign import Campaign, CampaignRun
 from volley.connector import NOT_RECEIVED
 from volley.errors import SpecError
+from volley.ledger import keys_json
 from volley.outcomes import RunIdentity, Status
 from volley.resolution import Action
 from volley.secrets import redact
@@ -67,7 +68,7 @@ def encode(connector: RelayConnector, frame: pl.DataFrame) -> list[str]:
 
 
 def call_for(connector: RelayConnector, payload: list[str]) -> tuple[str, dict[str, Any], dict[str, str]]:
-    batch = Batch("b1", list(range(len(payload))), [f"k{i}" for i in range(len(payload))], payload)
+    batch = Batch.of("b1", list(range(len(payload))), [f"k{i}" for i in range(len(payload))], payload)
     call = connector.build_call(batch, {"xx-relay-api-key": RELAY_API_KEY})
     assert call.method == "POST"
     assert call.content is not None
@@ -180,7 +181,7 @@ def result(ccid: str, status: str, *channels: dict[str, str]) -> dict[str, Any]:
 
 def batch_of(*ccids: str) -> Batch:
     payload = [orjson.dumps({"trigger_id": RELAY_TRIGGER, "ccid": c}).decode() for c in ccids]
-    return Batch("b", list(range(len(ccids))), list(ccids), payload)
+    return Batch.of("b", list(range(len(ccids))), list(ccids), payload)
 
 
 def test_message_statuses_map_to_outcomes_with_channel_results_kept_masked(tmp_path: Path) -> None:
@@ -509,7 +510,7 @@ async def test_a_re_run_settles_rows_in_doubt_with_the_simulator_s_record(tmp_pa
         ledger = campaign.open_ledger()
         earlier = RunIdentity("r1", "day", "delivery", "relay")
         await ledger.claim(earlier)
-        await ledger.intend(earlier, "b1", ["CRD-0", "CRD-1", "NOSEND-2", "CRD-3"])
+        await ledger.intend(earlier, "b1", keys_json(["CRD-0", "CRD-1", "NOSEND-2", "CRD-3"]))
         await asyncio.sleep(0.01)
         await trigger_directly("CRD-1", "NOSEND-2")  # reached Relay; then the run died (CRD-0, CRD-3 never left)
         await ledger.finish(earlier, complete=False)

@@ -35,7 +35,7 @@ def encode(connector: ResponsysConnector, rows: dict[str, list[Any]]) -> dict[st
     frame = pl.DataFrame(rows).with_row_index(ROW_INDEX).with_columns(pl.col("customer_id").alias("recipient_key"))
     prepared = connector.prepare(frame)
     payload = connector.encode_rows(prepared).to_list()
-    batch = Batch("b1", list(range(len(payload))), frame["recipient_key"].to_list(), payload)
+    batch = Batch.of("b1", list(range(len(payload))), frame["recipient_key"].to_list(), payload)
     call = connector.build_call(batch, {"Authorization": "TOKEN"})
     assert call.content is not None
     assert call.content.isascii()
@@ -115,7 +115,7 @@ def response(status: int, body: Any = None, text: str | None = None) -> httpx.Re
 @pytest.mark.usefixtures("responsys_credentials")
 def test_per_recipient_results_map_in_order(tmp_path: Path) -> None:
     connector = make_connector(tmp_path)
-    batch = Batch("b", [0, 1, 2], ["a", "b", "c"], ["{}", "{}", "{}"])
+    batch = Batch.of("b", [0, 1, 2], ["a", "b", "c"], ["{}", "{}", "{}"])
     documented = [
         {"errorMessage": "MULTIPLE_RECIPIENTS_FOUND", "recipientId": -2, "success": False},
         {"errorMessage": None, "recipientId": 8147, "success": True},
@@ -135,7 +135,7 @@ def test_per_recipient_results_map_in_order(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("responsys_credentials")
 def test_an_answer_that_does_not_match_the_batch_is_in_doubt(tmp_path: Path) -> None:
     connector = make_connector(tmp_path)
-    batch = Batch("b", [0, 1], ["a", "b"], ["{}", "{}"])
+    batch = Batch.of("b", [0, 1], ["a", "b"], ["{}", "{}"])
     results = connector.decode(batch, response(200, [{"errorMessage": None, "recipientId": 1, "success": True}]))
     assert results.status == ["in_doubt", "in_doubt"]
 
@@ -222,7 +222,7 @@ async def test_login_once_for_many_concurrent_requests_and_follow_the_endpoint(t
         headers = await asyncio.gather(*(connector.authorize(client) for _ in range(20)))
     assert fake.logins == 1
     assert {h["Authorization"] for h in headers} == {"token-1"}
-    call = connector.build_call(Batch("b", [0], ["a"], ["{}"]), headers[0])
+    call = connector.build_call(Batch.of("b", [0], ["a"], ["{}"]), headers[0])
     assert call.url.startswith("http://api.responsys.test/rest/api/v1.3/events/rei/")
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.support import audience, responsys_spec, write_spec
 from volley.campaign import Campaign, CampaignRun
 from volley.connector import NOT_RECEIVED, LookUpAnswer
+from volley.ledger import keys_json
 from volley.outcomes import RunIdentity, Status
 
 
@@ -24,7 +25,7 @@ async def test_a_look_up_settles_what_it_can_and_the_rest_stays_in_doubt(tmp_pat
     earlier = RunIdentity("r1", "2026-11-23", campaign.spec.name, "responsys")
     ledger = campaign.open_ledger()
     await ledger.claim(earlier)
-    await ledger.intend(earlier, "b1", ["C0000000", "C0000001", "C0000002"])  # then the run died
+    await ledger.intend(earlier, "b1", keys_json(["C0000000", "C0000001", "C0000002"]))  # then the run died
     await ledger.finish(earlier, complete=False)
     await ledger.close()
 
@@ -63,11 +64,11 @@ async def test_rows_the_vendor_never_received_are_sent_again_and_each_run_is_ask
     ledger = campaign.open_ledger()
     first, second = (RunIdentity(run_id, "2026-11-23", campaign.spec.name, "responsys") for run_id in ("r1", "r2"))
     await ledger.claim(first)
-    await ledger.intend(first, "b1", ["C0000000", "C0000001"])
-    await ledger.settle(first, "b1", ["C0000000", "C0000001"], ["in_doubt", "in_doubt"])  # answers lost
+    await ledger.intend(first, "b1", keys_json(["C0000000", "C0000001"]))
+    await ledger.settle(first, "b1", keys_json(["C0000000", "C0000001"]), ["in_doubt", "in_doubt"])  # answers lost
     await ledger.finish(first, complete=True)
     await ledger.claim(second)
-    await ledger.intend(second, "b2", ["C0000002", "C0000003"])  # then the run died
+    await ledger.intend(second, "b2", keys_json(["C0000002", "C0000003"]))  # then the run died
     await ledger.finish(second, complete=False)
     starts = await ledger.run_starts(campaign.spec.name, "2026-11-23")
     await ledger.close()

@@ -58,7 +58,7 @@ def bodies(connector: SprinklrConnector, rows: dict[str, Any], key: str = "email
     assert failures.height == 0, failures
     payload = connector.encode_rows(valid).to_list()
     calls = [
-        connector.build_call(Batch(f"b{i}", [i], [k], [p]), {"Authorization": "Bearer T", "Key": "K"})
+        connector.build_call(Batch.of(f"b{i}", [i], [k], [p]), {"Authorization": "Bearer T", "Key": "K"})
         for i, (k, p) in enumerate(zip(valid[RECIPIENT_KEY], payload, strict=True))
     ]
     for call in calls:
@@ -278,7 +278,7 @@ def answer(status: int, body: Any = None, text: str | None = None, **headers: st
 
 
 OVER_RATE = "<html><head><title>403 Developer Over Rate</title></head><body><h1>Developer Over Rate</h1></body></html>"
-ONE = Batch("b", [0], ["a@b.co"], ["{}"])
+ONE = Batch.of("b", [0], ["a@b.co"], ["{}"])
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 
 from volley.text import (
     RequiredObject,
@@ -13,6 +14,7 @@ from volley.text import (
     json_array,
     json_object,
     json_string,
+    json_string_array,
     non_ascii_characters,
 )
 
@@ -22,6 +24,13 @@ AWKWARD = ["plain", 'quote " and back\\slash', "line\nbreak\ttab\x01\x1f", "Crè
 def test_json_string_round_trips_every_awkward_value() -> None:
     encoded = pl.DataFrame({"v": AWKWARD}).select(json_string(pl.col("v"))).to_series().to_list()
     assert [json.loads(text) for text in encoded] == AWKWARD
+
+
+@pytest.mark.parametrize("values", [AWKWARD, ["C1", "C2", "", "Crème 😀"]], ids=["escaped", "plain"])
+def test_json_string_array_gives_each_group_its_values_as_a_json_array(values: list[str]) -> None:
+    frame = pl.DataFrame({"group": [i % 2 for i in range(len(values))], "v": values})
+    arrays = frame.group_by("group", maintain_order=True).agg(json_string_array(frame["v"]).alias("a"))
+    assert [json.loads(text) for text in arrays["a"]] == [values[0::2], values[1::2]]
 
 
 def test_objects_and_arrays_leave_nulls_out() -> None:

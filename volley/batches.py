@@ -4,29 +4,85 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Batch", "Shard", "batch_id_for"]
+import orjson
+import polars as pl
+
+__all__ = ["BATCH_SCHEMA", "Batch", "Shard", "batch_id_for"]
+
+BATCH_SCHEMA = {"row_index": pl.Int64, "recipient_key": pl.String, "payload": pl.String}
 
 
-@dataclass(slots=True)
 class Batch:
-    """Up to one request's worth of recipients, with their payload fragments already encoded."""
+    """Up to one request's worth of recipients, with their payload fragments already encoded.
 
-    batch_id: str
-    row_index: list[int]
-    recipient_keys: list[str]
-    payload: list[str]
+    The rows stay columns (`rows`, a slice of the planned frame: row_index, recipient_key,
+    payload), and what each request and ledger record needs is made once, by the planner, for
+    all the batches of a slice: the fragments joined by commas and the keys as a JSON array.
+    Python lists of the rows are made only when asked for. Turning every row into Python
+    objects on the planner's thread held the GIL long enough to stall the sends (measured).
+    """
+
+    __slots__ = ("_joined_payload", "_keys_json", "_size", "batch_id", "rows")
+
+    def __init__(
+        self, batch_id: str, rows: pl.DataFrame, joined_payload: str | None = None, keys_json: str | None = None
+    ) -> None:
+        self.batch_id = batch_id
+        self.rows = rows
+        self._size = rows.height
+        self._joined_payload = joined_payload
+        self._keys_json = keys_json
+
+    @classmethod
+    def of(
+        cls, batch_id: str, row_index: Sequence[int], recipient_keys: Sequence[str], payload: Sequence[str]
+    ) -> Batch:
+        """A batch from Python lists (one entry per row each)."""
+        columns = {"row_index": list(row_index), "recipient_key": list(recipient_keys), "payload": list(payload)}
+        return cls(batch_id, pl.DataFrame(columns, schema=BATCH_SCHEMA))
 
     def __len__(self) -> int:
-        return len(self.row_index)
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"Batch({self.batch_id!r}, {self._size} rows)"
+
+    @property
+    def row_index(self) -> list[int]:
+        return self.rows["row_index"].to_list()
+
+    @property
+    def recipient_keys(self) -> list[str]:
+        return self.rows["recipient_key"].to_list()
+
+    @property
+    def payload(self) -> list[str]:
+        """The rows' encoded fragments, in row order."""
+        return self.rows["payload"].to_list()
+
+    @property
+    def joined_payload(self) -> str:
+        """The fragments joined by commas: the body of a request, between its envelope's brackets."""
+        if self._joined_payload is None:
+            self._joined_payload = ",".join(self.payload)
+        return self._joined_payload
+
+    @property
+    def keys_json(self) -> str:
+        """The recipient keys as a JSON array (how the ledger records them)."""
+        if self._keys_json is None:
+            self._keys_json = orjson.dumps(self.recipient_keys).decode()
+        return self._keys_json
 
     def halves(self) -> tuple[Batch, Batch]:
         """Two batches of (nearly) half the rows each, for a request the vendor found too large."""
-        middle = len(self.row_index) // 2
+        middle = self._size // 2
         return (
-            Batch(f"{self.batch_id}.1", self.row_index[:middle], self.recipient_keys[:middle], self.payload[:middle]),
-            Batch(f"{self.batch_id}.2", self.row_index[middle:], self.recipient_keys[middle:], self.payload[middle:]),
+            Batch(f"{self.batch_id}.1", self.rows.slice(0, middle)),
+            Batch(f"{self.batch_id}.2", self.rows.slice(middle)),
         )
 
 
@@ -42,9 +98,13 @@ class Shard:
         return sum(len(b) for b in self.batches)
 
 
-def batch_id_for(run_key: str, row_index: list[int]) -> str:
-    """Deterministic: the same run key and the same rows give the same id, on any machine."""
+def batch_id_for(run_key: str, row_index: Sequence[int] | memoryview) -> str:
+    """Deterministic: the same run key and the same rows give the same id, on any machine.
+
+    `row_index` as ints, or as a memoryview of int64 (format "q"), which hashes the same bytes.
+    """
+    packed = row_index if isinstance(row_index, memoryview) else memoryview(array("q", row_index))
     digest = hashlib.blake2b(digest_size=6)
     digest.update(run_key.encode())
-    digest.update(array("q", row_index).tobytes())
-    return f"{row_index[0]:010d}-{digest.hexdigest()}"
+    digest.update(packed)
+    return f"{packed[0]:010d}-{digest.hexdigest()}"

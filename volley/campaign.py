@@ -28,7 +28,7 @@ from volley.connector import NOT_RECEIVED, RECIPIENT_KEY, Connector, LookUpAnswe
 from volley.crashpoints import crash_point
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.errors import SourceError, SpecError
-from volley.ledger import UNANSWERED, Ledger, open_ledger
+from volley.ledger import UNANSWERED, Ledger, keys_json, open_ledger
 from volley.outcomes import BatchOutcome, OutcomeWriter, RunIdentity, Status, read_outcomes
 from volley.planning import Planner, SlicePlan
 from volley.sources import AudienceSource, open_source
@@ -309,7 +309,8 @@ class CampaignRun:
         settled = {key: Status(answer) for key, answer in answers.items() if answer in _SETTLED_BY_LOOK_UP}
         not_received = [key for key, answer in answers.items() if answer == NOT_RECEIVED]
         if settled:
-            await self.ledger.settle(self.identity, "look-up", list(settled), [s.value for s in settled.values()])
+            statuses = [s.value for s in settled.values()]
+            await self.ledger.settle(self.identity, "look-up", keys_json(list(settled)), statuses)
             self.planner.history = await self.ledger.history(self.identity.campaign, self.identity.run_key)
         if not_received:
             self.planner.history = self.planner.history.filter(~pl.col(RECIPIENT_KEY).is_in(not_received))
@@ -328,12 +329,12 @@ class CampaignRun:
             yield plan
 
     async def intend(self, batch: Batch) -> None:
-        await self.ledger.intend(self.identity, batch.batch_id, batch.recipient_keys)
+        await self.ledger.intend(self.identity, batch.batch_id, batch.keys_json)
         crash_point("dispatch")
 
     async def record(self, batch: Batch, outcome: BatchOutcome) -> None:
-        await self.ledger.settle(self.identity, batch.batch_id, batch.recipient_keys, outcome.results.status)
-        self.writer.write_batch(batch.batch_id, batch.row_index, batch.recipient_keys, outcome)
+        await self.ledger.settle(self.identity, batch.batch_id, batch.keys_json, outcome.results.status)
+        self.writer.write_batch(batch, outcome)
         progress.emit("sent", len(batch))
         if self.writer.flush_due:  # build and write the part off the loop: the sends go on
             await asyncio.to_thread(self.writer.write_part, self.writer.detach())

@@ -30,7 +30,7 @@ from volley.group_commit import GroupCommit
 from volley.outcomes import RunIdentity, Status
 from volley.secrets import redact
 
-__all__ = ["Ledger", "PostgresLedger", "RunKeyBusyError", "SqliteLedger", "open_ledger"]
+__all__ = ["Ledger", "PostgresLedger", "RunKeyBusyError", "SqliteLedger", "keys_json", "open_ledger"]
 
 UNANSWERED = "unanswered"  # intent recorded, no outcome: the run stopped while the batch was out
 _LETTER = {Status.ACCEPTED: "A", Status.REJECTED: "R", Status.FAILED: "F", Status.IN_DOUBT: "D"}
@@ -81,8 +81,13 @@ _INSERT_SEND = (
 SendRow = tuple[str, str, str, str, str, str, str | None, str]
 
 
-def _send_row(run: RunIdentity, batch_id: str, kind: str, keys: Sequence[str], letters: str | None) -> SendRow:
-    return (run.campaign, run.run_key, run.run_id, batch_id, kind, orjson.dumps(list(keys)).decode(), letters, _now())
+def _send_row(run: RunIdentity, batch_id: str, kind: str, keys_json: str, letters: str | None) -> SendRow:
+    return (run.campaign, run.run_key, run.run_id, batch_id, kind, keys_json, letters, _now())
+
+
+def keys_json(keys: Sequence[str]) -> str:
+    """Recipient keys as the ledger records them: a JSON array (`Batch.keys_json` for a batch)."""
+    return orjson.dumps(list(keys)).decode()
 
 
 class Ledger(ABC):
@@ -107,12 +112,12 @@ class Ledger(ABC):
     async def run_starts(self, campaign: str, run_key: str) -> dict[str, datetime]:
         """When each run under the run key started (run id -> UTC time)."""
 
-    async def intend(self, run: RunIdentity, batch_id: str, keys: Sequence[str]) -> None:
-        """Durably record that a batch is about to be sent."""
+    async def intend(self, run: RunIdentity, batch_id: str, keys: str) -> None:
+        """Durably record that a batch is about to be sent (`keys`: its recipient keys, `keys_json`)."""
         await self._sends.submit(_send_row(run, batch_id, "intent", keys, None))
 
-    async def settle(self, run: RunIdentity, batch_id: str, keys: Sequence[str], statuses: Sequence[str]) -> None:
-        """Durably record the per-recipient outcome of a batch (or of part of one)."""
+    async def settle(self, run: RunIdentity, batch_id: str, keys: str, statuses: Sequence[str]) -> None:
+        """Durably record the per-recipient outcome of a batch (or of part of one), `keys` as for `intend`."""
         await self._sends.submit(_send_row(run, batch_id, "outcome", keys, _letters(statuses)))
 
     @abstractmethod

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from volley.batches import Batch
 from volley.crashpoints import crash_point
 
 __all__ = [
@@ -73,7 +73,7 @@ _DICTIONARY_COLUMNS = [
 _STATISTICS_COLUMNS = [
     "run_id", "row_index", "batch_id", "status", "attempts", "http_status", "submitted_at", "completed_at",
 ]  # fmt: skip
-_PER_ROW = ("row_index", "recipient_key", "status", "error_code", "error_message", "vendor_ref", "details")
+_PER_ROW = ("status", "error_code", "error_message", "vendor_ref", "details")  # beside each batch's rows
 _PER_BATCH = ("batch_id", "attempts", "http_status", "submitted_at", "completed_at")
 
 
@@ -128,6 +128,7 @@ class _Pending:
 
     number: int
     frames: list[pl.DataFrame]
+    sent_rows: list[pl.DataFrame]
     columns: dict[str, list[Any]]
 
 
@@ -147,6 +148,7 @@ class OutcomeWriter:
     compact_rows: int = 100_000  # row indexes sorted at a time when compacting (see _compact)
     _columns: dict[str, list[Any]] = field(default_factory=dict, init=False)
     _frames: list[pl.DataFrame] = field(default_factory=list, init=False)
+    _sent_rows: list[pl.DataFrame] = field(default_factory=list, init=False)
     _buffered: int = field(default=0, init=False)
     _parts: int = field(default=0, init=False)
     _last_flush: float = field(default_factory=time.monotonic, init=False)
@@ -184,20 +186,19 @@ class OutcomeWriter:
             self._frames.append(frame)
             self._buffered += frame.height
 
-    def write_batch(self, batch_id: str, row_index: Sequence[int], keys: Sequence[str], outcome: BatchOutcome) -> None:
+    def write_batch(self, batch: Batch, outcome: BatchOutcome) -> None:
         """One batch's outcome; what is the same for the whole batch is kept once, not per row."""
-        rows = len(row_index)
+        rows = len(batch)
         results = outcome.results
         with self._lock:
+            self._sent_rows.append(batch.rows)
             cols = self._columns
-            cols["row_index"].extend(row_index)
-            cols["recipient_key"].extend(keys)
             cols["status"].extend(results.status)
             cols["error_code"].extend(results.error_code)
             cols["error_message"].extend(results.error_message)
             cols["vendor_ref"].extend(results.vendor_ref)
             cols["details"].extend(results.details if results.details is not None else [None] * rows)
-            cols["batch_id"].append(batch_id)
+            cols["batch_id"].append(batch.batch_id)
             cols["attempts"].append(outcome.attempts)
             cols["http_status"].append(outcome.http_status)
             cols["submitted_at"].append(outcome.submitted_at)
@@ -211,9 +212,9 @@ class OutcomeWriter:
             self._last_flush = time.monotonic()
             if self._buffered == 0:
                 return None
-            pending = _Pending(self._parts, self._frames, self._columns)
+            pending = _Pending(self._parts, self._frames, self._sent_rows, self._columns)
             self._parts += 1
-            self._frames, self._columns, self._buffered = [], self._empty_columns(), 0
+            self._frames, self._sent_rows, self._columns, self._buffered = [], [], self._empty_columns(), 0
         return pending
 
     def write_part(self, pending: _Pending | None) -> None:
@@ -221,8 +222,8 @@ class OutcomeWriter:
         if pending is None:
             return
         frames = [self._conform(f) for f in pending.frames]
-        if pending.columns["row_index"]:
-            frames.append(self._conform(_sent_frame(pending.columns)))
+        if pending.sent_rows:
+            frames.append(self._conform(_sent_frame(pending.sent_rows, pending.columns)))
         part = pl.concat(frames, how="vertical")
         target = self.parts_dir / f"part-{pending.number:05d}.parquet"
         temporary = target.with_suffix(".parquet.tmp")
@@ -316,15 +317,16 @@ def _compact(parts: list[Path], target: Path, rows_per_pass: int) -> None:
                     writer.write_table(rows)
 
 
-def _sent_frame(cols: dict[str, list[Any]]) -> pl.DataFrame:
-    """Per-row columns as they are; per-batch columns repeated for each row of their batch."""
+def _sent_frame(sent_rows: list[pl.DataFrame], cols: dict[str, list[Any]]) -> pl.DataFrame:
+    """The batches' rows, their per-row results beside them, per-batch columns repeated for each row."""
+    rows = pl.concat([frame.select("row_index", "recipient_key") for frame in sent_rows], how="vertical")
     per_row = pl.DataFrame({name: cols[name] for name in _PER_ROW}, schema={n: OUTCOME_SCHEMA[n] for n in _PER_ROW})
     per_batch = pl.DataFrame(
         {name: cols[name] for name in (*_PER_BATCH, "rows")},
         schema={**{n: OUTCOME_SCHEMA[n] for n in _PER_BATCH}, "rows": pl.Int64},
     )
     expanded = per_batch.select(pl.col(name).repeat_by("rows") for name in _PER_BATCH).explode(_PER_BATCH)
-    return pl.concat([per_row, expanded], how="horizontal")
+    return pl.concat([rows, per_row, expanded], how="horizontal")
 
 
 def check_invariant(frame: pl.DataFrame | pl.LazyFrame, expected_rows: int) -> None:

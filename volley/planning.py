@@ -13,6 +13,7 @@ from volley.ledger import HISTORY_SCHEMA, UNANSWERED
 from volley.outcomes import Status
 from volley.seen import FIRST_ROW, SeenKeys
 from volley.sources import ROW_INDEX
+from volley.text import json_string_array
 from volley.validation import split_invalid
 
 __all__ = ["PAYLOAD", "Planner", "SlicePlan"]
@@ -222,20 +223,31 @@ class Planner:
     def _cut(self, encoded: pl.DataFrame) -> list[Shard]:
         if encoded.height == 0:
             return []
-        rows = encoded[ROW_INDEX].to_list()
-        keys = encoded[RECIPIENT_KEY].to_list()
-        fragments = encoded[PAYLOAD].to_list()
+        rows = encoded.select(
+            pl.col(ROW_INDEX).alias("row_index"),
+            pl.col(RECIPIENT_KEY).alias("recipient_key"),
+            pl.col(PAYLOAD).alias("payload"),
+        ).rechunk()
         if self.connector.max_batch_bytes is None:
             bounds = [
-                (start, min(start + self.batch_rows, len(rows))) for start in range(0, len(rows), self.batch_rows)
+                (start, min(start + self.batch_rows, rows.height)) for start in range(0, rows.height, self.batch_rows)
             ]
         else:
             bounds = _pack_by_bytes(
-                encoded[PAYLOAD].str.len_bytes().to_list(), self.batch_rows, self.connector.max_batch_bytes
+                rows["payload"].str.len_bytes().to_list(), self.batch_rows, self.connector.max_batch_bytes
             )
+        # Each batch's joined fragments and JSON keys, made for all batches at once (off the GIL).
+        lengths = pl.Series([end - start for start, end in bounds], dtype=pl.Int64)
+        number = pl.int_range(len(bounds), eager=True).repeat_by(lengths).explode()
+        made = rows.group_by(number.alias("__batch"), maintain_order=True).agg(
+            pl.col("payload").str.join(","),
+            json_string_array(rows["recipient_key"]).alias("keys_json"),
+        )
+        joined, keys_json = made["payload"].to_list(), made["keys_json"].to_list()
+        index = _int64_view(rows["row_index"])
         batches = [
-            Batch(batch_id_for(self.run_key, rows[start:end]), rows[start:end], keys[start:end], fragments[start:end])
-            for start, end in bounds
+            Batch(batch_id_for(self.run_key, index[start:end]), rows.slice(start, end - start), joined[n], keys_json[n])
+            for n, (start, end) in enumerate(bounds)
         ]
         shards = []
         for start in range(0, len(batches), self.shard_batches):
@@ -243,6 +255,13 @@ class Planner:
             shards.append(Shard(f"shard-{self._shards:05d}", group))
             self._shards += 1
         return shards
+
+
+def _int64_view(values: pl.Series) -> memoryview:
+    """The values of a null-free Int64 column as a memoryview of int64, without a copy."""
+    array = values.rechunk().to_arrow()
+    buffer = memoryview(array.buffers()[1]).cast("B")
+    return buffer[array.offset * 8 : (array.offset + len(array)) * 8].cast("q")
 
 
 def _pack_by_bytes(sizes: list[int], max_rows: int, max_bytes: int) -> list[tuple[int, int]]:

