@@ -264,7 +264,7 @@ class IntileryConnector(Connector):
         if self.params.mode == "single":
             body = batch.payload[0].encode()
         else:
-            body = b"".join((b'{"batch":[', batch.joined_payload.encode(), b"]}"))
+            body = b"".join((b'{"batch":[', batch.joined_payload, b"]}"))
         headers = {
             **auth_headers,
             "Content-Type": "application/json",

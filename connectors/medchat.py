@@ -244,7 +244,7 @@ class MedChatConnector(Connector):
                 raise ValueError(f"a cancel request takes one journey instance, not {len(batch)}")
             instance = quote(batch.payload[0], safe="")
             return Call("DELETE", f"{self._instances_url}/{instance}/execution", headers=headers)
-        body = b"".join((self._prefix, batch.joined_payload.encode(), b"]}"))
+        body = b"".join((self._prefix, batch.joined_payload, b"]}"))
         return Call("POST", self._bulk_url, content=body, headers={**headers, "Content-Type": "application/json"})
 
     def decode(self, batch: Batch, response: httpx.Response) -> RowResults:

@@ -293,7 +293,7 @@ class RelayConnector(Connector):
             "X-Request-Id": batch.batch_id,
         }
         if not self._single:
-            body = b"".join((b'{"batch":[', batch.joined_payload.encode(), b"]}"))
+            body = b"".join((b'{"batch":[', batch.joined_payload, b"]}"))
             return Call("POST", self._client_url, content=body, headers=headers)
         if len(batch) != 1:
             raise ValueError(f"single mode sends one customer a request, not {len(batch)}")

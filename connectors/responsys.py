@@ -260,7 +260,7 @@ class ResponsysConnector(Connector):
         return frame.select(RequiredObject(members).expr().alias("payload")).to_series()
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
-        body = b"".join((_PREFIX, batch.joined_payload.encode("ascii"), b"]}"))
+        body = b"".join((_PREFIX, batch.joined_payload, b"]}"))  # ASCII: encode_rows escapes the rest
         return Call(
             "POST",
             f"{self._endpoint}/rest/api/v1.3/events/rei/{self.params.event}",

@@ -28,7 +28,7 @@ class Batch:
     __slots__ = ("_joined_payload", "_keys_json", "_size", "batch_id", "rows")
 
     def __init__(
-        self, batch_id: str, rows: pl.DataFrame, joined_payload: str | None = None, keys_json: str | None = None
+        self, batch_id: str, rows: pl.DataFrame, joined_payload: bytes | None = None, keys_json: str | None = None
     ) -> None:
         self.batch_id = batch_id
         self.rows = rows
@@ -64,10 +64,10 @@ class Batch:
         return self.rows["payload"].to_list()
 
     @property
-    def joined_payload(self) -> str:
-        """The fragments joined by commas: the body of a request, between its envelope's brackets."""
+    def joined_payload(self) -> bytes:
+        """The fragments joined by commas, as UTF-8: a request's body between its envelope's brackets."""
         if self._joined_payload is None:
-            self._joined_payload = ",".join(self.payload)
+            self._joined_payload = ",".join(self.payload).encode()
         return self._joined_payload
 
     @property

@@ -243,7 +243,7 @@ class Planner:
             pl.col("payload").str.join(","),
             json_string_array(rows["recipient_key"]).alias("keys_json"),
         )
-        joined, keys_json = made["payload"].to_list(), made["keys_json"].to_list()
+        joined, keys_json = made["payload"].cast(pl.Binary).to_list(), made["keys_json"].to_list()
         index = _int64_view(rows["row_index"])
         batches = [
             Batch(batch_id_for(self.run_key, index[start:end]), rows.slice(start, end - start), joined[n], keys_json[n])
