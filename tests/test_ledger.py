@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -42,6 +43,43 @@ def identity(run_id: str, campaign: str) -> RunIdentity:
 
 def statuses(history: pl.DataFrame) -> dict[str, str]:
     return dict(history.select("recipient_key", "status").iter_rows())
+
+
+async def test_an_outcome_leaves_out_the_keys_of_its_intent_and_the_history_reads_them_back(
+    make_ledger: LedgerFactory, tmp_path: Path
+) -> None:
+    campaign = f"c-{uuid.uuid4().hex[:8]}"
+    ledger = make_ledger()
+    first, second = identity("r1", campaign), identity("r2", campaign)
+    await ledger.claim(first)
+    await ledger.intend(first, "b1", keys_json(["a", "b"]))
+    await ledger.settle(first, "b1", keys_json(["a", "b"]), ["accepted", "rejected"])
+    await ledger.intend(first, "b2", keys_json(["c", "d"]))
+    await ledger.settle(first, "b2.1", keys_json(["c"]), ["accepted"])  # a split half: no intent of its own
+    await ledger.settle(first, "b2.2", keys_json(["d"]), ["failed"])
+    await ledger.finish(first, complete=True)
+    await ledger.claim(second)
+    await ledger.intend(second, "b1", keys_json(["b"]))  # the same batch id in another run
+    await ledger.settle(second, "b1", keys_json(["b"]), ["in_doubt"])
+    await ledger.settle(second, "look-up", keys_json(["d"]), ["accepted"])  # settled with no intent
+    await ledger.finish(second, complete=True)
+
+    reader = make_ledger()  # another process's view: only what was stored
+    history = await reader.history(campaign, "2026-11-23")
+    assert statuses(history) == {"a": "accepted", "b": "in_doubt", "c": "accepted", "d": "accepted"}
+    if isinstance(ledger, SqliteLedger):
+        with sqlite3.connect(ledger.path) as db:
+            stored = db.execute(
+                "SELECT run_id, batch_id, recipient_keys FROM volley_sends WHERE campaign = ? AND kind = 'outcome'",
+                (campaign,),
+            ).fetchall()
+        assert sorted(stored) == [
+            ("r1", "b1", ""),
+            ("r1", "b2.1", '["c"]'),
+            ("r1", "b2.2", '["d"]'),
+            ("r2", "b1", ""),
+            ("r2", "look-up", '["d"]'),
+        ]
 
 
 async def test_history_gives_the_latest_status_per_recipient(make_ledger: LedgerFactory) -> None:

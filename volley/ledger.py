@@ -32,6 +32,7 @@ from volley.secrets import redact
 
 __all__ = ["Ledger", "PostgresLedger", "RunKeyBusyError", "SqliteLedger", "keys_json", "open_ledger"]
 
+SAME_AS_INTENT = ""  # an outcome's recipient_keys: those of its run's intent with the same batch id
 UNANSWERED = "unanswered"  # intent recorded, no outcome: the run stopped while the batch was out
 _LETTER = {Status.ACCEPTED: "A", Status.REJECTED: "R", Status.FAILED: "F", Status.IN_DOUBT: "D"}
 _STATUS = {letter: status.value for status, letter in _LETTER.items()}
@@ -99,6 +100,7 @@ class Ledger(ABC):
 
     def __init__(self) -> None:
         self._sends: GroupCommit[SendRow] = GroupCommit(self._write_sends)
+        self._intended: dict[tuple[str, str], str] = {}  # (run id, batch id) -> keys, until settled
 
     @abstractmethod
     async def claim(self, run: RunIdentity) -> None:
@@ -114,10 +116,17 @@ class Ledger(ABC):
 
     async def intend(self, run: RunIdentity, batch_id: str, keys: str) -> None:
         """Durably record that a batch is about to be sent (`keys`: its recipient keys, `keys_json`)."""
+        self._intended[(run.run_id, batch_id)] = keys
         await self._sends.submit(_send_row(run, batch_id, "intent", keys, None))
 
     async def settle(self, run: RunIdentity, batch_id: str, keys: str, statuses: Sequence[str]) -> None:
-        """Durably record the per-recipient outcome of a batch (or of part of one), `keys` as for `intend`."""
+        """Durably record the per-recipient outcome of a batch (or of part of one), `keys` as for `intend`.
+
+        The outcome of a whole batch whose intent this ledger recorded leaves its keys out (stored as
+        "", read back from the intent): half the bytes a batch costs the ledger.
+        """
+        if self._intended.pop((run.run_id, batch_id), None) == keys:
+            keys = SAME_AS_INTENT
         await self._sends.submit(_send_row(run, batch_id, "outcome", keys, _letters(statuses)))
 
     @abstractmethod
@@ -144,23 +153,46 @@ def _letters(statuses: Sequence[str]) -> str:
 
 
 def history_frame(rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
-    """(seq, run_id, kind, recipient_keys JSON, statuses) rows to the latest status per key."""
+    """(seq, run_id, batch_id, kind, recipient_keys JSON, statuses) rows to the latest status per key."""
     if not rows:
         return pl.DataFrame(schema=HISTORY_SCHEMA)
     sends = pl.DataFrame(
         rows,
-        schema={"seq": pl.Int64, "run_id": pl.String, "kind": pl.String, "keys": pl.String, "statuses": pl.String},
+        schema={
+            "seq": pl.Int64,
+            "run_id": pl.String,
+            "batch_id": pl.String,
+            "kind": pl.String,
+            "keys": pl.String,
+            "statuses": pl.String,
+        },
         orient="row",
-    ).with_columns(pl.col("keys").str.json_decode(pl.List(pl.String)))
+    )
+    intents = sends.filter(pl.col("kind") == "intent")
+    outcomes = sends.filter(pl.col("kind") == "outcome")
+    if (outcomes["keys"] == SAME_AS_INTENT).any():
+        intent_keys = intents.select("run_id", "batch_id", pl.col("keys").alias("intent_keys")).unique(
+            ["run_id", "batch_id"], keep="last"
+        )
+        outcomes = (
+            outcomes.join(intent_keys, on=["run_id", "batch_id"], how="left")
+            .with_columns(
+                pl.when(pl.col("keys") == SAME_AS_INTENT)
+                .then(pl.col("intent_keys"))
+                .otherwise(pl.col("keys"))
+                .alias("keys")
+            )
+            .drop("intent_keys")
+        )
+    decode = pl.col("keys").str.json_decode(pl.List(pl.String))
+    intents, outcomes = intents.with_columns(decode), outcomes.with_columns(decode)
     settled = (
-        sends.filter(pl.col("kind") == "outcome")
-        .with_columns(pl.col("statuses").str.split(""))
+        outcomes.with_columns(pl.col("statuses").str.split(""))
         .explode("keys", "statuses")
         .select("seq", "run_id", pl.col("keys").alias("recipient_key"), pl.col("statuses").replace_strict(_STATUS))
     )
     unanswered = (
-        sends.filter(pl.col("kind") == "intent")
-        .explode("keys")
+        intents.explode("keys")
         .select("seq", "run_id", pl.col("keys").alias("recipient_key"))
         .join(settled.select("run_id", "recipient_key"), on=["run_id", "recipient_key"], how="anti")
         .with_columns(pl.lit(UNANSWERED).alias("statuses"))
@@ -215,7 +247,7 @@ class SqliteLedger(Ledger):
 
     async def history(self, campaign: str, run_key: str) -> pl.DataFrame:
         rows = self._db.execute(
-            "SELECT seq, run_id, kind, recipient_keys, statuses FROM volley_sends"
+            "SELECT seq, run_id, batch_id, kind, recipient_keys, statuses FROM volley_sends"
             " WHERE campaign = ? AND run_key = ? ORDER BY seq",
             (campaign, run_key),
         ).fetchall()
@@ -315,7 +347,7 @@ class PostgresLedger(Ledger):
         db = await self._connection()
         async with db.cursor() as cursor:
             await cursor.execute(
-                "SELECT seq, run_id, kind, recipient_keys, statuses FROM volley_sends"
+                "SELECT seq, run_id, batch_id, kind, recipient_keys, statuses FROM volley_sends"
                 " WHERE campaign = %s AND run_key = %s ORDER BY seq",
                 (campaign, run_key),
             )
