@@ -483,7 +483,8 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
             "(extract, normalize, load; telemetry off, a temporary pipelines dir) and a "
             "`@dlt.destination(batch_size=200, loader_file_format='parquet')` function that posts the same body "
             "with a sync `httpx.Client` after one login. Timed: `pipeline.run(...)`. Three runs, each against a "
-            "fresh simulator and in a fresh pipelines dir; the median is reported."
+            "fresh simulator and in a fresh pipelines dir; the median is reported. Volley's runs and dlt's "
+            "take turns (Volley 1, dlt 1, Volley 2, ...), so that a drift of the machine's speed reaches both."
         )
     if "throttled" in results:
         lines.append(
