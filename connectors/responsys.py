@@ -40,11 +40,9 @@ from volley.text import (
     JsonPart,
     RequiredObject,
     as_text,
-    escape_characters,
+    ascii_json_string,
     escape_non_ascii,
     json_array,
-    json_string,
-    non_ascii_characters,
 )
 
 __all__ = ["ResponsysConnection", "ResponsysConnector", "ResponsysParams"]
@@ -217,7 +215,7 @@ class ResponsysConnector(Connector):
         def text(column: str) -> pl.Expr:
             # Responsys wants ASCII: non-ASCII characters as \uXXXX, looked for in the values only
             # (the JSON around them is ASCII already, and scanning it cost more than the encoding).
-            return escape_characters(json_string(pl.col(column)), non_ascii_characters(frame[column]))
+            return ascii_json_string(frame[column])
 
         # Every recipient value is required by the audience model, so the payload is one concatenation
         # (RequiredObject) but for optionalData, whose null items are left out.

@@ -9,7 +9,7 @@ import pytest
 
 from volley.text import (
     RequiredObject,
-    escape_characters,
+    ascii_json_string,
     escape_non_ascii,
     json_array,
     json_object,
@@ -62,8 +62,20 @@ def test_non_ascii_becomes_utf16_escapes_and_stays_valid_json() -> None:
     frame = pl.DataFrame({"v": [*AWKWARD, None]})
     characters = non_ascii_characters(frame["v"])
     assert characters == sorted(set("èéû😀€抹茶"))
-    encoded = frame.select(escape_characters(json_string(pl.col("v")), characters)).to_series().to_list()
+    encoded = frame.select(ascii_json_string(frame["v"])).to_series().to_list()
     assert encoded[-1] is None
     encoded = encoded[:-1]
     assert all(text.isascii() for text in encoded)
     assert [json.loads(text) for text in encoded] == AWKWARD
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["C1", "SKU-001", ""], ["Zoë", "東京 Tote", "Party 🎉"], ['say "hi"', "a\\b", "tab\t"]],
+    ids=["nothing-to-escape", "non-ascii-only", "json-escapes-only"],
+)
+def test_ascii_json_string_escapes_only_what_the_column_needs(values: list[str]) -> None:
+    frame = pl.DataFrame({"v": values})
+    encoded = frame.select(ascii_json_string(frame["v"])).to_series().to_list()
+    assert all(text.isascii() for text in encoded)
+    assert [json.loads(text) for text in encoded] == values
