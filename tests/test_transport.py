@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+from typing import Any
+
 import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from volley.transport import make_client
 
@@ -67,3 +73,43 @@ def test_request_for_refuses_a_header_httpx_would_refuse() -> None:
         client.build_request("POST", url, content=b"{}", headers={"X-Name": "café"})
     with pytest.raises(UnicodeEncodeError):
         client.request_for("POST", url, b"{}", {"X-Name": "café"})
+
+
+async def _serve(handler: Any) -> TestServer:
+    app = web.Application()
+    app.router.add_post("/a", handler)
+    return TestServer(app)
+
+
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+async def test_send_once_over_aiohttp_reads_the_whole_body_plain_or_encoded(encoding: str | None) -> None:
+    body = json.dumps([{"recipientId": i, "success": True} for i in range(2000)]).encode()
+
+    async def answer(request: web.Request) -> web.Response:
+        assert await request.read() == b"{}"
+        if encoding is None:
+            return web.Response(body=body, content_type="application/json")
+        return web.Response(body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+
+    async with await _serve(answer) as server, make_client(2, 5.0, 5.0) as client:
+        url = httpx.URL(str(server.make_url("/a")))
+        response = await client.send_once(client.request_for("POST", url, b"{}", {}))
+    assert response.status_code == 200
+    assert response.content == body
+    assert response.json()[1999] == {"recipientId": 1999, "success": True}
+    assert response.is_closed
+
+
+async def test_send_once_over_aiohttp_maps_a_body_cut_short_to_httpx_s_read_error() -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b"x" * 10)
+        assert request.transport is not None
+        request.transport.close()  # the answer stops after 10 of 1,000 bytes
+        return response
+
+    async with await _serve(cut) as server, make_client(2, 5.0, 5.0) as client:
+        url = httpx.URL(str(server.make_url("/a")))
+        with pytest.raises(httpx.ReadError):
+            await client.send_once(client.request_for("POST", url, b"{}", {}))

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 __all__ = ["VendorClient", "make_client"]
 
@@ -55,7 +56,16 @@ class VendorClient(httpx.AsyncClient):
         response = await self._direct.handle_async_request(request)
         response.request = request
         try:
-            await response.aread()
+            stream = response.stream
+            if isinstance(stream, AiohttpResponseStream) and "content-encoding" not in response.headers:
+                # The body in one read from aiohttp, its errors mapped as the stream maps them:
+                # httpx's read loop (aread, aiter_bytes, aiter_raw, iter_chunked) measured 25 us more
+                # of the client's CPU a Responsys request (340 us). Encoded bodies take httpx's way.
+                with map_aiohttp_exceptions():
+                    body = await stream._aiohttp_response.read()
+                response._content = body  # what `aread` leaves: the body, read
+            else:
+                await response.aread()
         finally:
             await response.aclose()
         return response
