@@ -14,7 +14,16 @@ import pytest
 
 from volley.errors import InputError
 from volley.group_commit import GroupCommit
-from volley.ledger import UNANSWERED, Ledger, PostgresLedger, RunKeyBusyError, SqliteLedger, keys_json, open_ledger
+from volley.ledger import (
+    UNANSWERED,
+    Ledger,
+    PostgresLedger,
+    RunKeyBusyError,
+    SendRow,
+    SqliteLedger,
+    keys_json,
+    open_ledger,
+)
 from volley.outcomes import RunIdentity
 
 LedgerFactory = Callable[[], Ledger]
@@ -80,6 +89,29 @@ async def test_an_outcome_leaves_out_the_keys_of_its_intent_and_the_history_read
             ("r2", "b1", ""),
             ("r2", "look-up", '["d"]'),
         ]
+
+
+async def test_an_outcome_keeps_its_keys_when_its_intent_did_not_reach_the_ledger(tmp_path: Path) -> None:
+    class FailingOnce(SqliteLedger):
+        failed = False
+
+        async def _write_sends(self, rows: list[SendRow]) -> None:
+            if not self.failed:
+                self.failed = True
+                raise sqlite3.OperationalError("disk I/O error")
+            await super()._write_sends(rows)
+
+    ledger = FailingOnce(tmp_path / "ledger.sqlite")
+    run = identity("r1", "c")
+    await ledger.claim(run)
+    with pytest.raises(sqlite3.OperationalError):
+        await ledger.intend(run, "b1", keys_json(["a", "b"]))
+    await ledger.settle(run, "b1", keys_json(["a", "b"]), ["failed", "failed"])  # not sent: the run stopped
+    await ledger.finish(run, complete=False)
+    await ledger.close()
+    reader = SqliteLedger(tmp_path / "ledger.sqlite")
+    assert statuses(await reader.history("c", "2026-11-23")) == {"a": "failed", "b": "failed"}
+    await reader.close()
 
 
 async def test_history_gives_the_latest_status_per_recipient(make_ledger: LedgerFactory) -> None:

@@ -116,8 +116,8 @@ class Ledger(ABC):
 
     async def intend(self, run: RunIdentity, batch_id: str, keys: str) -> None:
         """Durably record that a batch is about to be sent (`keys`: its recipient keys, `keys_json`)."""
-        self._intended[(run.run_id, batch_id)] = keys
         await self._sends.submit(_send_row(run, batch_id, "intent", keys, None))
+        self._intended[(run.run_id, batch_id)] = keys  # on record: its outcome may leave the keys out
 
     async def settle(self, run: RunIdentity, batch_id: str, keys: str, statuses: Sequence[str]) -> None:
         """Durably record the per-recipient outcome of a batch (or of part of one), `keys` as for `intend`.
@@ -183,6 +183,7 @@ def history_frame(rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
                 .alias("keys")
             )
             .drop("intent_keys")
+            .filter(pl.col("keys").is_not_null())  # no intent to read them from: nothing to say of them
         )
     decode = pl.col("keys").str.json_decode(pl.List(pl.String))
     intents, outcomes = intents.with_columns(decode), outcomes.with_columns(decode)

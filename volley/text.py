@@ -87,7 +87,7 @@ def ascii_json_string(values: pl.Series) -> pl.Expr:
     special = _SPECIAL if values.str.contains_any(_SPECIAL).any() else []
     if not special and not non_ascii:
         return pl.concat_str([pl.lit('"'), column, pl.lit('"')])
-    escapes = [*_SPECIAL_ESCAPES[: len(special)], *(escape_non_ascii(character) for character in non_ascii)]
+    escapes = [*(_SPECIAL_ESCAPES if special else []), *(escape_non_ascii(character) for character in non_ascii)]
     escaped = column.str.replace_many([*special, *non_ascii], escapes)
     return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
 
