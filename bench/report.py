@@ -484,8 +484,9 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
             "(extract, normalize, load; telemetry off, a temporary pipelines dir) and a "
             "`@dlt.destination(batch_size=200, loader_file_format='parquet')` function that posts the same body "
             "with a sync `httpx.Client` after one login. Timed: `pipeline.run(...)`. Three runs, each against a "
-            "fresh simulator and in a fresh pipelines dir; the median is reported. Volley's runs and dlt's "
-            "take turns (Volley 1, dlt 1, Volley 2, ...), so that a drift of the machine's speed reaches both."
+            "fresh simulator and in a fresh pipelines dir; the median is reported. The ceiling's, Volley's and "
+            "dlt's runs take turns (ceiling 1, Volley 1, dlt 1, ceiling 2, ...), so that a drift of the machine's "
+            "speed reaches every side of a ratio."
         )
     if "throttled" in results:
         lines.append(
