@@ -369,7 +369,7 @@ class SprinklrConnector(Connector):
         return Call(
             "POST",
             self.url,
-            content=batch.payload[0].encode(),
+            content=batch.joined_payload,  # one profile a batch: its fragment
             headers={
                 **auth_headers,
                 "Content-Type": "application/json",
