@@ -281,13 +281,13 @@ class ResponsysConnector(Connector):
             return RowResults.uniform(
                 len(batch), Status.IN_DOUBT, "UNREADABLE_ANSWER", "a 200 answer without one result per recipient"
             )
-        try:  # the usual answer, read in two passes (measured 92 -> 77 us for 200 results)
+        try:  # the usual answer, read in two passes (measured 92 -> 80 us for 200 results)
             ids = [item["recipientId"] for item in answer]
             accepted = all([item["success"] is True for item in answer])
         except (KeyError, TypeError):  # a result without one of them, or not an object
             ids, accepted = [], False
         if accepted:
-            refs = [str(i) if type(i) is int and i > 0 else None for i in ids]  # as _recipient_ref, inlined
+            refs = list(map(_recipient_ref, ids))
             return RowResults([_ACCEPTED] * len(answer), [None] * len(answer), [None] * len(answer), refs)
         if not all(isinstance(item, dict) for item in answer):
             return RowResults.uniform(len(batch), Status.IN_DOUBT, "UNREADABLE_ANSWER", "results are not objects")
