@@ -14,7 +14,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the lock file
 
 __all__ = ["BusyMonitor", "Busyness", "machine_facts"]
 
-_PACKAGES = ("polars", "prefect", "dlt", "httpx", "httpx-aiohttp", "aiohttp", "uvloop", "pyarrow", "psutil")
+_PACKAGES = ("polars", "prefect", "dlt", "httpx", "pyreqwest", "uvloop", "pyarrow", "psutil")
 
 
 def _cpu_model() -> str:

@@ -1,8 +1,8 @@
 """The transport ceiling: the least code that can post the audience to the simulator.
 
-Bodies are built before the clock starts; the timed part is only HTTP: one
-`httpx.AsyncClient` over the aiohttp transport on uvloop (as `volley run`), a fixed pool of workers pulling
-bodies from an `asyncio.Queue`. Whatever Volley does beyond this costs time.
+Bodies are built before the clock starts; the timed part is only HTTP: Volley's own client
+(`volley.transport.make_client`, pyreqwest underneath) on uvloop, as `volley run` has it, and a
+fixed pool of workers pulling bodies from an `asyncio.Queue`. Whatever Volley does beyond this costs time.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import polars as pl
 import uvloop
-from httpx_aiohttp import AiohttpTransport
 
 from bench.audience import AUDIENCE_COLUMNS
 from bench.rei import alogin, body_for, trigger_headers, trigger_url
+from volley.connector import Call
+from volley.transport import make_client
 
 __all__ = ["CeilingResult", "build_bodies", "measure_ceiling"]
 
@@ -50,9 +50,7 @@ def build_bodies(audience: Path) -> tuple[list[bytes], int]:
 
 
 async def _post_all(responsys_url: str, bodies: list[bytes], workers: int, user: str, password: str) -> CeilingResult:
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    transport = AiohttpTransport(limits=limits)
-    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=httpx.Timeout(30.0)) as client:
+    async with make_client(workers, 30.0, 10.0) as client:
         headers = trigger_headers(await alogin(client, responsys_url, user, password))
         url = trigger_url(responsys_url)
         queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -67,7 +65,7 @@ async def _post_all(responsys_url: str, bodies: list[bytes], workers: int, user:
                     body = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.send_call(Call("POST", url, body, headers))
                 if response.status_code != 200:
                     failed += 1
 

@@ -275,8 +275,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- date: {results['date']}",
         f"- machine: {machine['nproc']} cores ({machine['cpu']}), {machine['ram_gib']} GiB RAM, {machine['platform']}",
         f"- python {machine['python']}, polars {versions.get('polars')}, prefect {versions.get('prefect')}, "
-        f"dlt {versions.get('dlt')}, httpx {versions.get('httpx')}, httpx-aiohttp {versions.get('httpx-aiohttp')}, "
-        f"aiohttp {versions.get('aiohttp')}, uvloop {versions.get('uvloop')}",
+        f"dlt {versions.get('dlt')}, httpx {versions.get('httpx')}, pyreqwest {versions.get('pyreqwest')}, "
+        f"uvloop {versions.get('uvloop')}",
         f"- command: `{results['command']}`",
         f"- parts: {', '.join(results['parts'])}",
     ]
@@ -458,8 +458,8 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
     if "ceiling" in results:
         lines.append(
             "- **Transport ceiling**: the request bodies (the Responsys REI JSON Volley sends, 200 recipients, "
-            "ASCII with `\\uXXXX` escapes) are all built before the clock starts; after one login, one "
-            "`httpx.AsyncClient` over `httpx_aiohttp.AiohttpTransport`, on uvloop as `volley run` is, posts them "
+            "ASCII with `\\uXXXX` escapes) are all built before the clock starts; after one login, Volley's own "
+            "HTTP client (`volley.transport.make_client`: pyreqwest), on uvloop as `volley run` is, posts them "
             "from a fixed pool of workers "
             "pulling from an `asyncio.Queue`. A short warm-up pass runs first; 8 and 16 workers are tried and the "
             "best is kept. It runs as often as Volley and dlt, taking turns with them, against a fresh simulator "
