@@ -262,7 +262,7 @@ class IntileryConnector(Connector):
 
     def build_call(self, batch: Batch, auth_headers: Mapping[str, str]) -> Call:
         if self.params.mode == "single":
-            body = batch.joined_payload  # one row a batch in single mode: its fragment
+            body = bytes(batch.joined_payload)  # one row a batch in single mode: its fragment
         else:
             body = b"".join((b'{"batch":[', batch.joined_payload, b"]}"))
         headers = {

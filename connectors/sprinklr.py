@@ -369,7 +369,7 @@ class SprinklrConnector(Connector):
         return Call(
             "POST",
             self.url,
-            content=batch.joined_payload,  # one profile a batch: its fragment
+            content=bytes(batch.joined_payload),  # one profile a batch: its fragment
             headers={
                 **auth_headers,
                 "Content-Type": "application/json",

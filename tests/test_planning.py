@@ -13,7 +13,7 @@ import pytest
 from tests.support import audience, responsys_spec, write_spec
 from volley.batches import batch_id_for
 from volley.campaign import Campaign
-from volley.planning import Planner
+from volley.planning import Planner, _binary_views
 from volley.seen import SeenKeys
 from volley.sources import ROW_INDEX
 
@@ -291,3 +291,9 @@ def test_byte_limited_vendors_get_batches_that_fit_and_oversized_rows_are_invali
         assert sum(len(p.encode()) + 1 for p in batch.payload) <= 600
         assert len(batch.joined_payload) + 1 <= 600
     assert len(batches) > 1
+
+
+def test_binary_views_are_the_values_short_long_and_of_a_slice() -> None:
+    values = pl.Series([b"", b"twelve bytes", b"thirteen byte", "é".encode() * 40_000, b"x"], dtype=pl.Binary)
+    for series in (values, pl.concat([values, values]).slice(3, 5)):
+        assert [bytes(view) for view in _binary_views(series)] == series.to_list()

@@ -28,7 +28,11 @@ class Batch:
     __slots__ = ("_joined_payload", "_keys_json", "_size", "batch_id", "rows")
 
     def __init__(
-        self, batch_id: str, rows: pl.DataFrame, joined_payload: bytes | None = None, keys_json: str | None = None
+        self,
+        batch_id: str,
+        rows: pl.DataFrame,
+        joined_payload: bytes | memoryview | None = None,
+        keys_json: str | None = None,
     ) -> None:
         self.batch_id = batch_id
         self.rows = rows
@@ -64,8 +68,9 @@ class Batch:
         return self.rows["payload"].to_list()
 
     @property
-    def joined_payload(self) -> bytes:
-        """The fragments joined by commas, as UTF-8: a request's body between its envelope's brackets."""
+    def joined_payload(self) -> bytes | memoryview:
+        """The fragments joined by commas, as UTF-8: a request's body between its envelope's brackets
+        (bytes-like: the planner hands over a view of its own buffer)."""
         if self._joined_payload is None:
             self._joined_payload = ",".join(self.payload).encode()
         return self._joined_payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,7 +244,7 @@ class Planner:
             pl.col("payload").str.join(","),
             json_string_array(rows["recipient_key"]).alias("keys_json"),
         )
-        joined, keys_json = made["payload"].cast(pl.Binary).to_list(), made["keys_json"].to_list()
+        joined, keys_json = _binary_views(made["payload"].cast(pl.Binary)), made["keys_json"].to_list()
         index = _int64_view(rows["row_index"])
         batches = [
             Batch(batch_id_for(self.run_key, index[start:end]), rows.slice(start, end - start), joined[n], keys_json[n])
@@ -255,6 +256,25 @@ class Planner:
             shards.append(Shard(f"shard-{self._shards:05d}", group))
             self._shards += 1
         return shards
+
+
+def _binary_views(values: pl.Series) -> list[memoryview]:
+    """Each value of a null-free Binary column as a memoryview of polars' own buffers, without a copy.
+
+    `to_list()` copied every batch's body (33 MB a 100k-row slice) into Python bytes while holding
+    the GIL: 15-30 ms at a time in which the event loop could not send (measured). Arrow's binary
+    view layout: 16 bytes a value, its length first; up to 12 bytes inline, longer ones as
+    (buffer index, offset) into the data buffers.
+    """
+    array = values.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
+    buffers = array.buffers()
+    views = memoryview(buffers[1]).cast("B")[array.offset * 16 : (array.offset + len(array)) * 16]
+    data = [memoryview(buffer) for buffer in buffers[2:]]
+    out: list[memoryview] = []
+    for position, (length, buffer, offset) in enumerate(struct.iter_unpack("<i4xii", views)):
+        inline = position * 16 + 4
+        out.append(views[inline : inline + length] if length <= 12 else data[buffer][offset : offset + length])
+    return out
 
 
 def _int64_view(values: pl.Series) -> memoryview:
