@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pandera.polars as pa
@@ -88,8 +89,10 @@ _CHANNELS: dict[str, type[_Base]] = {
 }
 
 
+@functools.cache
 def audience_model(channel: str, identify_by: str | None) -> type[pa.DataFrameModel]:
-    """The channel's model, with the chosen identifier made required."""
+    """The channel's model, with the chosen identifier made required (one class for each pair:
+    pandera builds a model's schema once, and a new class on every slice cost 2 ms a slice)."""
     base = _CHANNELS[channel]
     if identify_by is None:
         return base
