@@ -358,7 +358,6 @@ class CampaignRun:
     async def abandon(self, reason: str) -> RunSummary:
         """The run stopped early (the source failed mid-way): keep every outcome recorded so far."""
         self.writer.flush()
-        self.writer.stop_compacting()
         self.stopped_by = reason
         summary = self._summary(read_outcomes(self.writer.parts_dir), str(self.writer.parts_dir), complete=False)
         await self.close(complete=False)
