@@ -36,10 +36,14 @@ async def test_send_call_sends_the_calls_method_headers_and_body_and_the_clients
 
     headers = {"Authorization": "token", "Content-Type": "application/json", "X-Request-Id": "r1"}
     async with await _serve(answer, "PUT") as server, make_client(2, 5.0, 5.0) as client:
-        response = await client.send_call(Call("PUT", str(server.make_url("/a")), "é".encode(), headers))
+        url = str(server.make_url("/a"))
+        response = await client.send_call(Call("PUT", url, "é".encode(), headers))
     assert response.status_code == 200
     assert response.json() == {"ok": True}
     assert response.headers["retry-after"] == "7"
+    assert response.request.method == "PUT"
+    assert response.request.url == url
+    assert response.request.headers["Authorization"] == "token"  # which token an answer accepted
     method, sent, body = seen[0]
     assert (method, body) == ("PUT", "é".encode())
     assert sent["Authorization"] == "token"
