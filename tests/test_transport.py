@@ -196,7 +196,7 @@ def test_only_a_failure_while_connecting_says_the_request_never_left(
     assert str(mapped) == "boom"
 
 
-async def test_httpx_s_api_shares_the_client_with_its_headers_and_timeouts() -> None:
+async def test_with_another_transport_send_call_goes_through_httpx_with_the_clients_headers() -> None:
     seen: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:

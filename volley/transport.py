@@ -87,8 +87,9 @@ class VendorClient(httpx.AsyncClient):
     """httpx's client (logins, refreshes, look-ups), plus `send_call` for the dispatcher's requests.
 
     Made by `make_client`, both go through one pyreqwest client and its connection pool; `send_call`
-    goes around httpx's request objects (measured: building one was most of a request's CPU on
-    the loop). With another httpx transport (a test's `MockTransport`), `send_call` goes through httpx.
+    hands the call to pyreqwest directly, around httpx's request building and sending (measured:
+    most of a request's CPU on the loop), and only labels the answer with an `httpx.Request`. With
+    another httpx transport (a test's `MockTransport`), `send_call` goes through httpx.
     """
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
