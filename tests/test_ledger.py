@@ -219,3 +219,23 @@ async def test_a_failed_write_fails_every_record_of_its_group_and_not_the_next()
     await group.submit("later")
     await group.flush()
     assert calls == [["bad", "also-in-group"], ["later"]]
+
+
+async def test_a_small_group_lingers_for_records_that_come_a_little_later() -> None:
+    writes: list[list[str]] = []
+
+    async def write(rows: list[str]) -> None:
+        writes.append(rows)
+
+    async def later(record: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await group.submit(record)
+
+    group: GroupCommit[str] = GroupCommit(write, linger_seconds=0.05, group_rows=3)
+    await asyncio.gather(group.submit("first"), later("second", 0.01), later("third", 0.02))
+    assert writes == [["first", "second", "third"]]
+
+    writes.clear()
+    full: GroupCommit[str] = GroupCommit(write, linger_seconds=3600, group_rows=3)
+    await asyncio.wait_for(asyncio.gather(*(full.submit(f"r{n}") for n in range(3))), timeout=10)  # no lingering
+    assert writes == [["r0", "r1", "r2"]]

@@ -19,8 +19,13 @@ R = TypeVar("R")
 class GroupCommit(Generic[R]):
     """`await group.submit(record)` returns when `write_many` has committed a group holding it."""
 
-    def __init__(self, write_many: Callable[[list[R]], Awaitable[None]]) -> None:
+    def __init__(
+        self, write_many: Callable[[list[R]], Awaitable[None]], linger_seconds: float = 0.0, group_rows: int = 1
+    ) -> None:
+        """A group smaller than `group_rows` waits `linger_seconds` for more records before it is written."""
         self._write_many = write_many
+        self.linger_seconds = linger_seconds
+        self.group_rows = group_rows
         self._pending: list[tuple[R, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -33,6 +38,8 @@ class GroupCommit(Generic[R]):
 
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # let the other workers' records of this loop turn join the group
+        if self.linger_seconds and len(self._pending) < self.group_rows:
+            await asyncio.sleep(self.linger_seconds)
         while self._pending:
             group, self._pending = self._pending, []
             try:

@@ -32,6 +32,14 @@ from volley.secrets import redact
 
 __all__ = ["Ledger", "PostgresLedger", "RunKeyBusyError", "SqliteLedger", "keys_json", "open_ledger"]
 
+# Records arrive one or two a loop turn (pyreqwest hands answers back one by one), so a group
+# waits 2 ms for others unless it has 16. Measured on a 1M-recipient run (10,000 records):
+# 5,250 transactions took 0.41 s of the loop's CPU and held it 0.67-0.76 s (the GIL is given
+# up inside SQLite and taken back behind the planner); 1,480 took 0.20-0.26 s and held it
+# 0.29-0.33 s. 8 ms kept records from the vendor too long: the workers wait for their intent.
+_LINGER_SECONDS = 0.002
+_GROUP_ROWS = 16
+
 SAME_AS_INTENT = ""  # an outcome's recipient_keys: those of its run's intent with the same batch id
 UNANSWERED = "unanswered"  # intent recorded, no outcome: the run stopped while the batch was out
 _LETTER = {Status.ACCEPTED: "A", Status.REJECTED: "R", Status.FAILED: "F", Status.IN_DOUBT: "D"}
@@ -99,7 +107,7 @@ class Ledger(ABC):
     """
 
     def __init__(self) -> None:
-        self._sends: GroupCommit[SendRow] = GroupCommit(self._write_sends)
+        self._sends: GroupCommit[SendRow] = GroupCommit(self._write_sends, _LINGER_SECONDS, _GROUP_ROWS)
         self._intended: dict[tuple[str, str], str] = {}  # (run id, batch id) -> keys, until settled
 
     @abstractmethod
