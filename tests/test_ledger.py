@@ -114,6 +114,33 @@ async def test_an_outcome_keeps_its_keys_when_its_intent_did_not_reach_the_ledge
     await reader.close()
 
 
+async def test_the_log_is_checkpointed_off_the_loop_as_it_grows(tmp_path: Path) -> None:
+    def checkpointed_sends(path: Path) -> int:
+        # `immutable` reads the database file alone, not the write-ahead log: only checkpointed pages.
+        db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return int(db.execute("SELECT count(*) FROM volley_sends").fetchone()[0]) if "volley_sends" in tables else 0
+        finally:
+            db.close()
+
+    path = tmp_path / "ledger.sqlite"
+    ledger = SqliteLedger(path, checkpoint_bytes=10_000)
+    run = identity("r1", "c")
+    await ledger.claim(run)
+    keys = keys_json([f"customer-{n:06d}" for n in range(200)])  # about 4 kB a record
+    await ledger.intend(run, "b1", keys)
+    await ledger._checkpointed()
+    assert checkpointed_sends(path) == 0  # SQLite's own checkpoint, inside a commit, is off
+    for n in range(2, 4):  # the third record takes the log past checkpoint_bytes
+        await ledger.intend(run, f"b{n}", keys)
+    await ledger._checkpointed()
+    assert checkpointed_sends(path) == 3
+    await ledger.finish(run, complete=True)
+    await ledger.close()
+    assert not path.with_name("ledger.sqlite-wal").exists()  # the last connection took the rest
+
+
 async def test_history_gives_the_latest_status_per_recipient(make_ledger: LedgerFactory) -> None:
     campaign = f"c-{uuid.uuid4().hex[:8]}"
     ledger = make_ledger()

@@ -11,8 +11,10 @@ shared between machines; there the run-key claim is a session advisory lock.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import sqlite3
@@ -31,6 +33,8 @@ from volley.outcomes import RunIdentity, Status
 from volley.secrets import redact
 
 __all__ = ["Ledger", "PostgresLedger", "RunKeyBusyError", "SqliteLedger", "keys_json", "open_ledger"]
+
+log = logging.getLogger("volley.ledger")
 
 # Records arrive one or two a loop turn (pyreqwest hands answers back one by one), so a group
 # waits 2 ms for others unless it has 16. Measured on a 1M-recipient run (10,000 records):
@@ -216,17 +220,28 @@ def history_frame(rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
 
 
 class SqliteLedger(Ledger):
-    """The embedded ledger: one SQLite file, a lock file per run key."""
+    """The embedded ledger: one SQLite file, a lock file per run key.
 
-    def __init__(self, path: Path) -> None:
+    Committed pages go to the write-ahead log; a checkpoint copies them into the database file.
+    SQLite would run it inside the commit that takes the log past 1,000 pages, on the event loop
+    (measured: 5,000 batches' records cost the loop 0.21-0.28 s of CPU with it, 0.11-0.19 s
+    without). Here a worker thread runs it, from a connection of its own, after every
+    `checkpoint_bytes` of records: a passive checkpoint, which never holds up a commit.
+    """
+
+    def __init__(self, path: Path, checkpoint_bytes: int = 4 << 20) -> None:
         super().__init__()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
         self._locks: dict[tuple[str, str], IO[str]] = {}
+        self.checkpoint_bytes = checkpoint_bytes
+        self._unchecked_bytes = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     def _lock_path(self, campaign: str, run_key: str) -> Path:
         return self.path.parent / "locks" / f"{campaign}--{run_key}.lock"
@@ -278,6 +293,23 @@ class SqliteLedger(Ledger):
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        self._unchecked_bytes += sum(len(row[5]) + len(row[3]) + 64 for row in rows)
+        if self._unchecked_bytes >= self.checkpoint_bytes and (self._checkpoint is None or self._checkpoint.done()):
+            self._unchecked_bytes = 0
+            self._checkpoint = asyncio.create_task(asyncio.to_thread(self._checkpoint_log), name="volley-checkpoint")
+
+    def _checkpoint_log(self) -> None:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # the log only grows until the next one: nothing recorded is at stake
+            log.warning("ledger checkpoint failed; the next one will take it up", exc_info=True)
+        finally:
+            db.close()
+
+    async def _checkpointed(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
 
     async def finish(self, run: RunIdentity, complete: bool) -> None:
         await self._sends.flush()
@@ -299,6 +331,7 @@ class SqliteLedger(Ledger):
 
     async def close(self) -> None:
         await self._sends.flush()
+        await self._checkpointed()  # closing the last connection checkpoints what is left
         for handle in self._locks.values():
             handle.close()
         self._locks.clear()
