@@ -173,13 +173,12 @@ class ResponsysConnector(Connector):
         p = self.params
         schema = frame.schema
         columns: list[pl.Expr] = [pl.col(ROW_INDEX), pl.col(RECIPIENT_KEY)]
-        for name in IDENTIFIERS:
+        for name in IDENTIFIERS:  # an identifier the audience does not hold is left out, not null
             if name == p.identify_by:
                 source = self._identifier_source()
             elif name in schema and name != self._identifier_source():
                 source = name  # a competing identifier Responsys would pick by its own order
             else:
-                columns.append(pl.lit(None, dtype=pl.String).alias(name))
                 continue
             columns.append(as_text(source, schema[source]).alias(name))
         for part, constant, column in (

@@ -31,13 +31,16 @@ def _identifier_count(frame: pl.LazyFrame) -> pl.Expr:
 
 
 class _Base(pa.DataFrameModel):
+    # The identifiers an audience does not hold are absent, not null columns: pandera checks every
+    # column it is given, and five null ones cost a third of a slice's validation (17.0 -> 11.9 ms
+    # for 100k rows, measured; it is the same for 1k: pandera's cost is per column, not per row).
     recipient_key: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
-    recipientId: Series[str] = pa.Field(nullable=True, **_FORMATS["recipientId"])
-    emailAddress: Series[str] = pa.Field(nullable=True, **_FORMATS["emailAddress"])
-    customerId: Series[str] = pa.Field(nullable=True, **_FORMATS["customerId"])
-    mobileNumber: Series[str] = pa.Field(nullable=True, **_FORMATS["mobileNumber"])
-    emailMD5Hash: Series[str] = pa.Field(nullable=True, **_FORMATS["emailMD5Hash"])
-    emailSHA256Hash: Series[str] = pa.Field(nullable=True, **_FORMATS["emailSHA256Hash"])
+    recipientId: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["recipientId"])
+    emailAddress: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["emailAddress"])
+    customerId: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["customerId"])
+    mobileNumber: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["mobileNumber"])
+    emailMD5Hash: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["emailMD5Hash"])
+    emailSHA256Hash: Series[str] = pa.Field(nullable=True, required=False, **_FORMATS["emailSHA256Hash"])
     listFolder: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 255})
     listObject: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1, "max_value": 255})
     optional_data: Series[str] = pa.Field(nullable=True, alias=rf"^{OPTIONAL_PREFIX}.+$", regex=True)
