@@ -258,7 +258,7 @@ async def test_a_small_group_lingers_for_records_that_come_a_little_later() -> N
         await asyncio.sleep(seconds)
         await group.submit(record)
 
-    group: GroupCommit[str] = GroupCommit(write, linger_seconds=0.05, group_rows=3)
+    group: GroupCommit[str] = GroupCommit(write, linger_seconds=0.5, group_rows=3)
     await asyncio.gather(group.submit("first"), later("second", 0.01), later("third", 0.02))
     assert writes == [["first", "second", "third"]]
 
