@@ -112,3 +112,45 @@ def test_compaction_keeps_a_stray_row_so_the_invariant_refuses_it(tmp_path: Path
     out.write_batch(Batch.of("b", [0, 1, 2, 7], ["a", "b", "c", "stray"], ["{}"] * 4), sent(4))
     with pytest.raises(InvariantError):
         out.finalize(expected_rows=3)
+
+
+def test_stretches_complete_during_the_run_are_compacted_before_finalize(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=2)
+    out.compact_rows = 2
+    out.write_batch(Batch.of("b1", [1], ["k1"], ["{}"]), sent(1))
+    out.write_batch(Batch.of("b0", [0], ["k0"], ["{}"]), sent(1))
+    out.write_part(out.detach())
+    compacted = out.path.with_suffix(".parquet.tmp")
+    assert not compacted.exists(), "nothing is compacted before compact_from_now"
+    out.compact_from_now()
+    assert compacted.exists(), "rows 0-1 are in parts: their stretch is written at once"
+    for index in [3, 4]:
+        out.write_batch(Batch.of(f"b{index}", [index], [f"k{index}"], ["{}"]), sent(1))
+    out.write_part(out.detach())
+    out.write_batch(Batch.of("b2", [2], ["k2"], ["{}"]), sent(1))
+    path = out.finalize(expected_rows=5)
+    assert pl.read_parquet(path)["row_index"].to_list() == [0, 1, 2, 3, 4]
+    assert not compacted.exists()
+
+
+def test_a_row_of_a_stretch_already_compacted_is_judged_on_every_part(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=2)
+    out.compact_rows = 2
+    out.compact_from_now()
+    for indexes in ([0, 1], [2, 3], [1]):  # row 1 twice: the second after its stretch was written
+        out.write_batch(Batch.of("b", indexes, [f"k{i}" for i in indexes], ["{}"] * len(indexes)), sent(len(indexes)))
+        out.write_part(out.detach())
+    with pytest.raises(InvariantError, match="5 rows, 4 distinct"):
+        out.finalize(expected_rows=4)
+
+
+def test_a_run_stopped_early_leaves_parts_and_no_compacted_file(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=2)
+    out.compact_rows = 2
+    out.compact_from_now()
+    out.write_batch(Batch.of("b", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))
+    out.flush()
+    assert out.path.with_suffix(".parquet.tmp").exists()
+    out.stop_compacting()
+    assert not out.path.with_suffix(".parquet.tmp").exists()
+    assert read_outcomes(tmp_path / "run-1")["row_index"].to_list() == [0, 1]

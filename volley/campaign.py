@@ -327,6 +327,7 @@ class CampaignRun:
             progress.emit("settled", plan.decided.height)
             crash_point("planning")
             yield plan
+        self.writer.compact_from_now()  # on the planner's thread, free from now on
 
     async def intend(self, batch: Batch) -> None:
         await self.ledger.intend(self.identity, batch.batch_id, batch.keys_json)
@@ -358,6 +359,7 @@ class CampaignRun:
     async def abandon(self, reason: str) -> RunSummary:
         """The run stopped early (the source failed mid-way): keep every outcome recorded so far."""
         self.writer.flush()
+        self.writer.stop_compacting()
         self.stopped_by = reason
         summary = self._summary(read_outcomes(self.writer.parts_dir), str(self.writer.parts_dir), complete=False)
         await self.close(complete=False)

@@ -153,6 +153,7 @@ class OutcomeWriter:
     _parts: int = field(default=0, init=False)
     _last_flush: float = field(default_factory=time.monotonic, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _compactor: _StretchCompactor | None = field(default=None, init=False)
     counts: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -167,6 +168,17 @@ class OutcomeWriter:
     @property
     def path(self) -> Path:
         return self.run_dir / "outcomes.parquet"
+
+    @property
+    def _compacted_path(self) -> Path:
+        return self.path.with_suffix(".parquet.tmp")
+
+    @property
+    def _stretches(self) -> _StretchCompactor:
+        with self._lock:
+            if self._compactor is None:
+                self._compactor = _StretchCompactor(self._compacted_path, self.parts_dir, self.compact_rows)
+            return self._compactor
 
     @staticmethod
     def _empty_columns() -> dict[str, list[Any]]:
@@ -235,10 +247,21 @@ class OutcomeWriter:
         with self._lock:
             for status, n in counts:
                 self.counts[status] = self.counts.get(status, 0) + n
+        self._stretches.note(part["row_index"])
 
     def flush(self) -> None:
         """Write everything buffered now, on this thread."""
         self.write_part(self.detach())
+
+    def compact_from_now(self) -> None:
+        """Write complete stretches of outcomes.parquet from now on, not all at `finalize`: for the
+        end of a run, once planning is done and its thread is free (earlier, the compaction only
+        took CPU the sends needed: measured, a 1M-row run no faster and 60-80 MiB heavier)."""
+        self._stretches.activate()
+
+    def stop_compacting(self) -> None:
+        """The run will not be finalized (it stopped early): drop what was compacted so far."""
+        self._stretches.discard()
 
     def _identity_columns(self) -> list[pl.Expr]:
         return [
@@ -256,22 +279,127 @@ class OutcomeWriter:
         )
 
     def finalize(self, expected_rows: int) -> Path:
-        """Compact the parts into outcomes.parquet (sorted by row_index) and check the invariant."""
+        """Compact the parts into outcomes.parquet (sorted by row_index) and check the invariant.
+
+        Most of the file is written while the last batches go out (`compact_from_now`); when that
+        cannot vouch for it, or its file breaks the invariant, every part is compacted again before
+        judging.
+        """
         self.flush()
         parts = sorted(self.parts_dir.glob("part-*.parquet"))
-        temporary = self.path.with_suffix(".parquet.tmp")
-        _compact(parts, temporary, self.compact_rows)
+        temporary = self._compacted_path
         try:
+            if not self._stretches.finish():
+                raise InvariantError("compacted during the run: not every row")
             check_invariant(pl.scan_parquet(temporary), expected_rows)
         except InvariantError:
-            temporary.unlink()
-            raise
+            _compact(parts, temporary, self.compact_rows)
+            try:
+                check_invariant(pl.scan_parquet(temporary), expected_rows)
+            except InvariantError:
+                temporary.unlink()
+                raise
         crash_point("finalize")
         os.replace(temporary, self.path)
         for part in parts:
             part.unlink()
         self.parts_dir.rmdir()
         return self.path
+
+
+def _outcome_writer(target: Path) -> pq.ParquetWriter:
+    # Arrow's plain large strings: what every Parquet reader knows (polars would write string views).
+    arrow_schema = pl.DataFrame(schema=pl.Schema(OUTCOME_SCHEMA)).to_arrow(compat_level=_COMPAT).schema
+    return pq.ParquetWriter(
+        target, arrow_schema, use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS
+    )
+
+
+_COMPAT = pl.CompatLevel.oldest()
+
+
+def _sorted_stretch(scan: pl.LazyFrame, stretch: pl.Expr) -> pa.Table:
+    return scan.filter(stretch).sort("row_index").collect().to_arrow(compat_level=_COMPAT)
+
+
+class _StretchCompactor:
+    """Writes outcomes.parquet while the run goes on, once activated: the rows of row indexes
+    [k*n, (k+1)*n), sorted, as soon as every one of them is in a part file, stretch after stretch
+    in order. Rows finish nearly in row order, so at the end of a run only the last stretch or two
+    are left to write: `finalize` took 0.06 s of a 1M-row run instead of 0.38-0.45 s. The run took
+    about 2% less time per second of the simulator's CPU (which the host's drift moves alike),
+    shorter in 6 of 7 alternating pairs; its peak RSS stayed within 20 MiB (measured).
+
+    It counts rows, it does not check them: a row of a stretch already written, a null row index
+    or a stretch over `n` rows spoils it, and `finish` says so. The invariant is still checked on
+    the file it leaves.
+    """
+
+    def __init__(self, target: Path, parts_dir: Path, rows_per_stretch: int) -> None:
+        self.target = target
+        self.parts_dir = parts_dir
+        self.rows = rows_per_stretch
+        self._counts: dict[int, int] = {}
+        self._next = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._spoiled = False
+        self._active = False
+        self._lock = threading.Lock()
+
+    def note(self, row_index: pl.Series) -> None:
+        """Count a part's rows (just written) by stretch; once active, write every stretch now complete."""
+        stretches = (row_index // self.rows).value_counts()
+        with self._lock:
+            for stretch, rows in stretches.iter_rows():
+                if stretch is None or stretch < self._next:
+                    self._spoiled = True
+                else:
+                    self._counts[stretch] = self._counts.get(stretch, 0) + rows
+                    self._spoiled |= self._counts[stretch] > self.rows
+            self._write_complete()
+
+    def activate(self) -> None:
+        with self._lock:
+            self._active = True
+            self._write_complete()
+
+    def _write_complete(self) -> None:
+        while self._active and not self._spoiled and self._counts.get(self._next) == self.rows:
+            self._write(self._next)
+
+    def finish(self) -> bool:
+        """Write the stretches left and close the file; False (and no file) when it was spoiled."""
+        with self._lock:
+            if self._spoiled:
+                self._close(keep=False)
+                return False
+            for stretch in range(self._next, max(self._counts, default=-1) + 1):
+                self._write(stretch)
+            if self._writer is None:
+                self._writer = _outcome_writer(self.target)  # no rows at all: an empty file
+            self._close(keep=True)
+            return True
+
+    def discard(self) -> None:
+        with self._lock:
+            self._spoiled = True
+            self._close(keep=False)
+
+    def _write(self, stretch: int) -> None:
+        scan = pl.scan_parquet(sorted(self.parts_dir.glob("part-*.parquet")))
+        start = stretch * self.rows
+        table = _sorted_stretch(scan, pl.col("row_index").is_between(start, start + self.rows, closed="left"))
+        if self._writer is None:
+            self._writer = _outcome_writer(self.target)
+        self._writer.write_table(table)
+        self._next = stretch + 1
+
+    def _close(self, keep: bool) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if not keep:
+            self.target.unlink(missing_ok=True)
 
 
 def _compact(parts: list[Path], target: Path, rows_per_pass: int) -> None:
@@ -281,20 +409,14 @@ def _compact(parts: list[Path], target: Path, rows_per_pass: int) -> None:
     291 MiB, taking 1.15 s and 4.4 s (larger passes peaked higher: 687 MiB at 500k). Parts hold
     nearby row indexes, so their statistics let each pass skip most of them. Every row goes in,
     wherever its row_index lies: the invariant is checked on what was written."""
-    schema = pl.Schema(OUTCOME_SCHEMA)
     if not parts:
-        pl.DataFrame(schema=schema).write_parquet(target)
+        pl.DataFrame(schema=pl.Schema(OUTCOME_SCHEMA)).write_parquet(target)
         return
     scan = pl.scan_parquet(parts)
     low, high = scan.select(low=pl.col("row_index").min(), high=pl.col("row_index").max()).collect().row(0)
-    # Arrow's plain large strings: what every Parquet reader knows (polars would write string views).
-    compat = pl.CompatLevel.oldest()
-    arrow_schema = pl.DataFrame(schema=schema).to_arrow(compat_level=compat).schema
-    with pq.ParquetWriter(
-        target, arrow_schema, use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS
-    ) as writer:
+    with _outcome_writer(target) as writer:
         if low is None:  # only null row indexes, if anything: the invariant check will say so
-            writer.write_table(scan.collect().to_arrow(compat_level=compat))
+            writer.write_table(scan.collect().to_arrow(compat_level=_COMPAT))
             return
         stretches = [pl.col("row_index").is_null()]
         stretches += [
@@ -303,7 +425,7 @@ def _compact(parts: list[Path], target: Path, rows_per_pass: int) -> None:
         ]
 
         def read(stretch: pl.Expr) -> pa.Table:
-            return scan.filter(stretch).sort("row_index").collect().to_arrow(compat_level=compat)
+            return _sorted_stretch(scan, stretch)
 
         # The next pass is read and sorted while this one is written (both release the GIL): at the
         # end of a run the other core is idle. 1M rows in 20 shuffled parts: 0.98 -> 0.72 s, same peak RSS.
