@@ -247,7 +247,7 @@ class OutcomeWriter:
         with self._lock:
             for status, n in counts:
                 self.counts[status] = self.counts.get(status, 0) + n
-        self._stretches.note(part["row_index"])
+        self._stretches.note(target, part)
 
     def flush(self) -> None:
         """Write everything buffered now, on this thread."""
@@ -311,7 +311,11 @@ def _outcome_writer(target: Path) -> pq.ParquetWriter:
     # Arrow's plain large strings: what every Parquet reader knows (polars would write string views).
     arrow_schema = pl.DataFrame(schema=pl.Schema(OUTCOME_SCHEMA)).to_arrow(compat_level=_COMPAT).schema
     return pq.ParquetWriter(
-        target, arrow_schema, use_dictionary=_DICTIONARY_COLUMNS, write_statistics=_STATISTICS_COLUMNS
+        target,
+        arrow_schema,
+        compression="lz4",  # snappy by default: 0.22 -> 0.20 s of CPU for 1M rows, a file 4% smaller
+        use_dictionary=_DICTIONARY_COLUMNS,
+        write_statistics=_STATISTICS_COLUMNS,
     )
 
 
@@ -322,6 +326,17 @@ def _sorted_stretch(scan: pl.LazyFrame, stretch: pl.Expr) -> pa.Table:
     return scan.filter(stretch).sort("row_index").collect().to_arrow(compat_level=_COMPAT)
 
 
+@dataclass(slots=True)
+class _NotedPart:
+    """A part file the compactor has counted: where it is, its row-index range and, once the
+    compactor is active, its rows (kept until every stretch they fall in is written)."""
+
+    path: Path
+    low: int
+    high: int
+    frame: pl.DataFrame | None
+
+
 class _StretchCompactor:
     """Writes outcomes.parquet while the run goes on, once activated: the rows of row indexes
     [k*n, (k+1)*n), sorted, as soon as every one of them is in a part file, stretch after stretch
@@ -329,6 +344,11 @@ class _StretchCompactor:
     are left to write: `finalize` took 0.06 s of a 1M-row run instead of 0.38-0.45 s. The run took
     about 2% less time per second of the simulator's CPU (which the host's drift moves alike),
     shorter in 6 of 7 alternating pairs; its peak RSS stayed within 20 MiB (measured).
+
+    A stretch is read from the parts whose row-index range meets it: from memory when the compactor
+    was active as they were written (it keeps their rows until written out), else from those files
+    only. Scanning every part file for each stretch took 0.5 s of a 1M-row run's 20 parts.
+    Once active, the rows kept are those of stretches not yet complete: the batches still in flight.
 
     It counts rows, it does not check them: a row of a stretch already written, a null row index
     or a stretch over `n` rows spoils it, and `finish` says so. The invariant is still checked on
@@ -340,15 +360,18 @@ class _StretchCompactor:
         self.parts_dir = parts_dir
         self.rows = rows_per_stretch
         self._counts: dict[int, int] = {}
+        self._parts: list[_NotedPart] = []
         self._next = 0
         self._writer: pq.ParquetWriter | None = None
         self._spoiled = False
         self._active = False
         self._lock = threading.Lock()
 
-    def note(self, row_index: pl.Series) -> None:
-        """Count a part's rows (just written) by stretch; once active, write every stretch now complete."""
+    def note(self, path: Path, part: pl.DataFrame) -> None:
+        """Count a part's rows (just written to `path`) by stretch; once active, write every stretch now complete."""
+        row_index = part["row_index"]
         stretches = (row_index // self.rows).value_counts()
+        low, high = row_index.min(), row_index.max()  # null only where every row index is
         with self._lock:
             for stretch, rows in stretches.iter_rows():
                 if stretch is None or stretch < self._next:
@@ -356,6 +379,9 @@ class _StretchCompactor:
                 else:
                     self._counts[stretch] = self._counts.get(stretch, 0) + rows
                     self._spoiled |= self._counts[stretch] > self.rows
+            if self._spoiled or not isinstance(low, int) or not isinstance(high, int):
+                return
+            self._parts.append(_NotedPart(path, low, high, part if self._active else None))
             self._write_complete()
 
     def activate(self) -> None:
@@ -386,15 +412,23 @@ class _StretchCompactor:
             self._close(keep=False)
 
     def _write(self, stretch: int) -> None:
-        scan = pl.scan_parquet(sorted(self.parts_dir.glob("part-*.parquet")))
-        start = stretch * self.rows
-        table = _sorted_stretch(scan, pl.col("row_index").is_between(start, start + self.rows, closed="left"))
+        start, end = stretch * self.rows, (stretch + 1) * self.rows
+        meeting = [part for part in self._parts if part.low < end and part.high >= start]
+        in_range = pl.col("row_index").is_between(start, end, closed="left")
+        if all(part.frame is not None for part in meeting):
+            frames = [part.frame for part in meeting if part.frame is not None]
+            rows = pl.concat(frames).lazy() if frames else pl.DataFrame(schema=pl.Schema(OUTCOME_SCHEMA)).lazy()
+        else:
+            rows = pl.scan_parquet([part.path for part in meeting])
+        table = _sorted_stretch(rows, in_range)
         if self._writer is None:
             self._writer = _outcome_writer(self.target)
         self._writer.write_table(table)
         self._next = stretch + 1
+        self._parts = [part for part in self._parts if part.high >= end]  # the others are written out
 
     def _close(self, keep: bool) -> None:
+        self._parts = []
         if self._writer is not None:
             self._writer.close()
             self._writer = None
