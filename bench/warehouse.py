@@ -100,7 +100,6 @@ def _planner(description: str) -> Any:
 
     from connectors import connector_class
     from volley.planning import Planner
-    from volley.spec import CampaignSpec
 
     os.environ.setdefault("BENCH_RESPONSYS_USER", "bench")
     os.environ.setdefault("BENCH_RESPONSYS_PASSWORD", "bench-secret")
@@ -126,7 +125,6 @@ def _planner(description: str) -> Any:
         key="customer_id",
         run_key="bench",
         batch_rows=200,
-        shard_batches=CampaignSpec.model_fields["shard_batches"].default,
         source=description,
     )
 

@@ -20,7 +20,7 @@ from prefect.context import get_run_context
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
-from volley.batches import Shard
+from volley.batches import Batch, ShardFeed
 from volley.campaign import Campaign, CampaignRun, RunOptions
 from volley.dispatcher import Dispatcher
 from volley.errors import InputError
@@ -35,6 +35,10 @@ __all__ = ["INPUT_ERROR", "campaign_flow"]
 INPUT_ERROR = "InvalidInput"
 
 T = TypeVar("T")
+
+# Batches planned but not yet handed to the dispatcher, at most: about a slice's worth (100k rows
+# of Responsys), as when a shard was a slice; planning stays that far ahead of the sends.
+_BACKLOG_BATCHES = 500
 
 
 def _quoted(value: T) -> T:
@@ -55,7 +59,7 @@ async def plan_next_slice(slices: Iterator[SlicePlan]) -> SlicePlan | None:
 
 
 @task(name="send-shard", cache_policy=NO_CACHE, task_run_name="send-{shard_id}")
-async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: Shard) -> int:
+async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: ShardFeed) -> int:
     await dispatcher.send_shard(shard)
     return shard.rows
 
@@ -64,6 +68,41 @@ async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: Shard) -> int
 async def finish_run(run: CampaignRun) -> RunSummary:
     """Compact the outcome record, check the invariant, release the run key."""
     return await run.finish()
+
+
+class _Shards:
+    """Cuts the planned batches into shards of `size` batches across slices, one Prefect task
+    each, with at most `in_flight` of them sending at once."""
+
+    def __init__(self, size: int, in_flight: int) -> None:
+        self._size = size
+        self._limit = in_flight
+        self._backlog = size if size < _BACKLOG_BATCHES else _BACKLOG_BATCHES
+        self._feed: ShardFeed | None = None
+        self._tasks: set[asyncio.Task[int]] = set()
+        self._count = 0
+
+    async def put(self, dispatcher: Dispatcher, batch: Batch) -> None:
+        if self._feed is None or self._feed.full:
+            await self.close()
+            while len(self._tasks) >= self._limit:
+                done, self._tasks = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()
+            self._feed = ShardFeed(f"shard-{self._count:05d}", self._size, self._backlog)
+            self._count += 1
+            task = send_shard(_quoted(dispatcher), self._feed.shard_id, _quoted(self._feed))
+            self._tasks.add(asyncio.create_task(task))
+        await self._feed.put(batch)
+
+    async def close(self) -> None:
+        """The current shard takes no more batches."""
+        if self._feed is not None:
+            await self._feed.close()
+            self._feed = None
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks)
 
 
 def _artifact_key(name: str) -> str:
@@ -136,7 +175,7 @@ async def _run(
     if quota is not None:
         logger.info("hourly quota: %s", quota)
     slices = run.plan_slices()
-    in_flight: set[asyncio.Task[int]] = set()
+    shards = _Shards(campaign.spec.shard_batches, campaign.spec.shards_in_flight)
     stopped: InputError | None = None
     async with run.dispatching() as dispatcher:
         upcoming = asyncio.ensure_future(plan_next_slice(slices))
@@ -144,18 +183,15 @@ async def _run(
             while (plan := await upcoming) is not None:
                 # Plan the next slice while this one is sent: the workers wait only when planning is slower.
                 upcoming = asyncio.ensure_future(plan_next_slice(slices))
-                for shard in plan.shards:
-                    while len(in_flight) >= campaign.spec.shards_in_flight:
-                        done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                        for finished in done:
-                            finished.result()
-                    in_flight.add(asyncio.create_task(send_shard(_quoted(dispatcher), shard.shard_id, _quoted(shard))))
+                for batch in plan.batches:
+                    await shards.put(dispatcher, batch)
         except InputError as exc:  # the source failed mid-way: finish what was queued, keep it all
             stopped = exc
         except BaseException:
             upcoming.cancel()
             raise
-        await asyncio.gather(*in_flight)
+        await shards.close()
+        await shards.wait()
     if stopped is not None:
         summary = await run.abandon(str(stopped))
         logger.error("stopped: %s; %d outcomes kept in %s", stopped, sum(summary.counts.values()), summary.outcome_path)

@@ -10,10 +10,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import polars as pl
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.campaign import campaign_flow
 from sim.log import accepted_recipients, withheld_requests
@@ -109,6 +113,27 @@ async def test_a_rerun_with_the_same_run_key_sends_only_what_was_not_accepted(tm
     assert second["counts"]["skipped"] == 902  # accepted before, the duplicate, the one rejected before
     assert other_day["counts"]["accepted"] == 900
     assert accepted_recipients(log)["key"].value_counts()["count"].max() == 2  # once per run key
+
+
+async def test_shards_span_slices_one_prefect_task_each(tmp_path: Path) -> None:
+    source = tmp_path / "audience.parquet"
+    audience(5_000).write_parquet(source)
+    spec = responsys_spec(source, batch_size=100, shard_batches=15)
+    spec["source"]["slice_rows"] = 1_000
+    with SimulatorProcess() as sim:
+        summary = await run(write_spec(tmp_path / "spec.yaml", spec), sim, tmp_path / "results")
+        log = sim.read_log()
+    assert summary["counts"]["accepted"] == 5_000
+    assert accepted_recipients(log)["key"].is_duplicated().sum() == 0
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(summary["flow_run_id"])])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,  # this server refuses the client's default of None
+            limit=100,
+        )
+    shards = sorted(t.name for t in task_runs if t.name.startswith("send-"))
+    # 50 batches in shards of 15, across slices of 1,000 rows (10 batches) and the quick-start pieces
+    assert shards == ["send-shard-00000", "send-shard-00001", "send-shard-00002", "send-shard-00003"]
 
 
 async def test_an_unknown_event_stops_the_run_with_every_row_failed(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from pandera.api.polars.model import DataFrameModel
 
-from volley.batches import Batch, Shard
+from volley.batches import Batch, Shard, ShardFeed
 from volley.connector import Call, ConnectionParams, Connector, ConnectorError, VendorParams
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.outcomes import BatchOutcome, RowResults, Status
@@ -111,6 +111,32 @@ class Script:
         if isinstance(step, Exception):
             raise step
         return step
+
+
+async def test_a_fed_shard_is_sent_as_its_batches_come_and_ends_once_closed_and_all_are_answered() -> None:
+    work = batches(6)
+    outcomes: list[str] = []
+    async with VendorClient(transport=httpx.MockTransport(Script())) as client:
+
+        async def sink(batch: Batch, outcome: BatchOutcome) -> None:
+            outcomes.append(batch.batch_id)
+
+        async with Dispatcher(FakeConnector(), client, FAST, sink) as dispatcher:
+            feed = ShardFeed("shard-00000", capacity=6, backlog=2)
+            sending = asyncio.ensure_future(dispatcher.send_shard(feed))
+            for batch in work[:3]:
+                await feed.put(batch)
+            while len(outcomes) < 3:  # sent before the rest of the shard is planned
+                await asyncio.sleep(0.01)
+            for batch in work[3:]:
+                await feed.put(batch)
+            assert feed.full
+            await asyncio.sleep(0.05)
+            assert not sending.done(), "the shard is open: more batches may come"
+            await feed.close()
+            await asyncio.wait_for(sending, timeout=5)
+    assert sorted(outcomes) == sorted(b.batch_id for b in work)
+    assert (feed.batches, feed.rows) == (6, 12)
 
 
 async def test_transient_errors_are_retried_until_accepted() -> None:

@@ -188,7 +188,7 @@ def test_batches_are_cut_to_fit_a_megabyte(tmp_path: Path) -> None:
     spec = intilery_spec(source)
     campaign = Campaign.load(write_spec(tmp_path / "spec.yaml", spec))
     plan = campaign.planner("k").plan_slice(next(iter(campaign.source.iter_slices())))
-    batches = [b for shard in plan.shards for b in shard.batches]
+    batches = plan.batches
     assert sum(len(b) for b in batches) == 300
     sizes = [len(campaign.connector.build_call(b, {}).content or b"") for b in batches]
     assert max(sizes) <= MAX_REQUEST_BYTES
@@ -241,7 +241,7 @@ def test_bad_rows_are_invalid_with_a_clear_code(tmp_path: Path) -> None:
     }
     assert all(r["status"] == "invalid" for r in decided.values())
     assert "takes at most 32768" in decided["huge"]["error_message"]
-    assert [k for s in plan.shards for b in s.batches for k in b.recipient_keys] == ["ok-1", "ok-2"]
+    assert [k for b in plan.batches for k in b.recipient_keys] == ["ok-1", "ok-2"]
     assert dry_run(campaign, "k").counts["invalid: payload.too_large"] == 1
 
 

@@ -262,7 +262,7 @@ def test_bad_rows_are_invalid_with_clear_codes(tmp_path: Path) -> None:
             "parameters.appointmentDateTime: datetime(expected ISO 8601)",
         ),
     ]
-    assert [len(b) for s in plan.shards for b in s.batches] == [1]
+    assert [len(b) for b in plan.batches] == [1]
 
 
 def test_a_column_the_parameters_name_must_exist(tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ def test_cancel_ids_that_are_not_uuids_are_invalid(tmp_path: Path) -> None:
         (1, "journeyInstanceId.str_matches"),
         (2, "journeyInstanceId.str_matches"),
     ]
-    assert [b.payload for s in plan.shards for b in s.batches] == [[INSTANCE]]
+    assert [b.payload for b in plan.batches] == [[INSTANCE]]
 
 
 def test_the_instances_file_replaces_a_query_source_whole(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_duplicate_keys_are_skipped_naming_the_first_row(campaign: Campaign) -> 
         (3, "skipped", "duplicate_key"),
     ]
     assert decided["error_message"][0] == "customer_id: duplicate of row 0 (same key)"
-    assert [b.row_index for s in plan.shards for b in s.batches] == [[0, 1]]
+    assert [b.row_index for b in plan.batches] == [[0, 1]]
 
 
 def test_duplicates_are_found_across_slices(campaign: Campaign) -> None:
@@ -82,7 +82,7 @@ def decided_across(plan: Planner, keys: list[list[str]]) -> tuple[list[tuple[obj
     for part in slices_of(keys):
         result = plan.plan_slice(part)
         decided += result.decided.sort("row_index").select("row_index", "error_code", "error_message").rows()
-        sent += [k for s in result.shards for b in s.batches for k in b.recipient_keys]
+        sent += [k for b in result.batches for k in b.recipient_keys]
     return decided, sent
 
 
@@ -171,7 +171,7 @@ def test_missing_keys_and_missing_identifiers_are_invalid(campaign: Campaign) ->
         (1, "recipient_key.missing"),
         (2, "recipient_key.missing"),
     ]
-    assert plan.shards[0].batches[0].recipient_keys == ["A", "D"]
+    assert plan.batches[0].recipient_keys == ["A", "D"]
 
 
 def test_wrong_types_and_competing_identifiers_are_invalid_with_the_check(
@@ -198,7 +198,7 @@ def test_wrong_types_and_competing_identifiers_are_invalid_with_the_check(
         (2, "invalid", "exactly_one_identifier"),
     ]
     assert "recipientId: str_matches" in invalid["error_message"][0]
-    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["12"]]
+    assert [b.recipient_keys for b in plan.batches] == [["12"]]
 
 
 HISTORY = pl.DataFrame(
@@ -228,34 +228,31 @@ def test_a_rerun_skips_what_was_settled_and_reports_what_is_in_doubt(campaign: C
     assert messages[0] == "accepted by run r1 under run key 2026-11-23"
     assert messages[1].endswith("; --retry-failed sends it again")
     assert messages[4].startswith("sent with no answer recorded (the run stopped) by run r2")
-    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["A"]]
+    assert [b.recipient_keys for b in plan.batches] == [["A"]]
 
 
 def test_retry_failed_and_resend_in_doubt_send_those_rows_again(campaign: Campaign) -> None:
     plan = planner(campaign, history=HISTORY, retry_failed=True, resend_in_doubt=True).plan_slice(frame(FIVE))
     assert plan.decided.select("row_index", "error_code").rows() == [(1, "already_accepted")]
-    assert [b.recipient_keys for s in plan.shards for b in s.batches] == [["A", "C", "D", "E", "F"]]
+    assert [b.recipient_keys for b in plan.batches] == [["A", "C", "D", "E", "F"]]
 
 
 def test_batches_hold_at_most_the_vendor_limit_with_stable_ids(campaign: Campaign) -> None:
     rows = audience(450).with_row_index(ROW_INDEX)
-    first = planner(campaign, shard_batches=2).plan_slice(rows)
-    again = planner(campaign, shard_batches=2).plan_slice(rows)
-    sizes = [len(b) for s in first.shards for b in s.batches]
+    first = planner(campaign).plan_slice(rows)
+    again = planner(campaign).plan_slice(rows)
+    sizes = [len(b) for b in first.batches]
     assert sizes == [200, 200, 50]
-    assert [len(s.batches) for s in first.shards] == [2, 1]
-    assert [b.batch_id for s in first.shards for b in s.batches] == [
-        b.batch_id for s in again.shards for b in s.batches
-    ]
+    assert [b.batch_id for b in first.batches] == [b.batch_id for b in again.batches]
     other_key = campaign.planner("another-day").plan_slice(rows)
-    assert other_key.shards[0].batches[0].batch_id != first.shards[0].batches[0].batch_id
+    assert other_key.batches[0].batch_id != first.batches[0].batch_id
 
 
 def test_batches_carry_their_joined_fragments_keys_json_and_ids_made_from_their_rows(campaign: Campaign) -> None:
     awkward = pl.when(pl.int_range(pl.len()) == 3).then(pl.lit('C"quoted\\key')).otherwise(pl.col("customer_id"))
     rows = audience(450).with_columns(awkward.alias("customer_id"))
     plan = planner(campaign).plan_slice(rows.with_row_index(ROW_INDEX))
-    batches = [b for s in plan.shards for b in s.batches]
+    batches = plan.batches
     assert [len(b) for b in batches] == [200, 200, 50]
     assert batches[0].recipient_keys[3] == 'C"quoted\\key'
     for batch in batches:
@@ -285,7 +282,7 @@ def test_byte_limited_vendors_get_batches_that_fit_and_oversized_rows_are_invali
         type(connector).max_row_bytes = None
         type(connector).max_batch_bytes = None
     assert plan.decided.select("row_index", "error_code").rows() == [(4, "payload.too_large")]
-    batches = [b for s in plan.shards for b in s.batches]
+    batches = plan.batches
     assert [i for b in batches for i in b.row_index] == [0, 1, 2, 3, 5, 6]
     for batch in batches:
         assert sum(len(p.encode()) + 1 for p in batch.payload) <= 600

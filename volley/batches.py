@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import orjson
 import polars as pl
 
-__all__ = ["BATCH_SCHEMA", "Batch", "Shard", "batch_id_for"]
+__all__ = ["BATCH_SCHEMA", "Batch", "Shard", "ShardFeed", "batch_id_for"]
 
 BATCH_SCHEMA = {"row_index": pl.Int64, "recipient_key": pl.String, "payload": pl.String}
 
@@ -101,6 +102,41 @@ class Shard:
     @property
     def rows(self) -> int:
         return sum(len(b) for b in self.batches)
+
+
+class ShardFeed:
+    """A shard whose batches arrive while it is sent: the flow feeds it as the audience is planned,
+    slice after slice, until `capacity` batches, and a Prefect task sends them as they come.
+
+    Shards that span slices keep Prefect's cost off the sends: each task run cost the embedded
+    server about 24 ms of CPU and the run about 15 ms (measured, 1M rows: 13 task runs with a shard
+    per slice). `put` waits while `backlog` batches are waiting to be sent: planning stays a slice
+    or so ahead of the sends, not the whole shard.
+    """
+
+    def __init__(self, shard_id: str, capacity: int, backlog: int) -> None:
+        self.shard_id = shard_id
+        self.capacity = capacity
+        self.batches = 0
+        self.rows = 0
+        self._waiting: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=backlog)
+
+    @property
+    def full(self) -> bool:
+        return self.batches >= self.capacity
+
+    async def put(self, batch: Batch) -> None:
+        self.batches += 1
+        self.rows += len(batch)
+        await self._waiting.put(batch)
+
+    async def close(self) -> None:
+        """No batch follows: the shard ends once those already put are sent."""
+        await self._waiting.put(None)
+
+    async def __aiter__(self) -> AsyncIterator[Batch]:
+        while (batch := await self._waiting.get()) is not None:
+            yield batch
 
 
 def batch_id_for(run_key: str, row_index: Sequence[int] | memoryview) -> str:

@@ -157,7 +157,6 @@ class Campaign:
             key=self.spec.key,
             run_key=run_key,
             batch_rows=self.batch_rows,
-            shard_batches=self.spec.shard_batches,
             source=self.source.description,
             retry_failed=options.retry_failed,
             resend_in_doubt=options.resend_in_doubt,
@@ -218,8 +217,8 @@ def dry_run(
         for raw in campaign.source.iter_slices():
             plan = planner.plan_slice(raw)
             rows += plan.rows
-            batches += plan.batches
-            to_send += sum(s.rows for s in plan.shards)
+            batches += len(plan.batches)
+            to_send += plan.rows_to_send
             for status, code, n in plan.decided.group_by("status", "error_code").len().iter_rows():
                 counts[f"{status}: {code}"] = counts.get(f"{status}: {code}", 0) + n
     return DryRunReport(rows, counts, to_send, batches, campaign.requests_per_second, campaign.spec.limits.concurrency)
@@ -321,7 +320,7 @@ class CampaignRun:
         for raw in _quick_start(self.campaign.source.iter_slices()):
             plan = self.planner.plan_slice(raw)
             self.rows += plan.rows
-            self.batches += plan.batches
+            self.batches += len(plan.batches)
             self.writer.write_frame(plan.decided)
             progress.emit("planned", plan.rows)
             progress.emit("settled", plan.decided.height)

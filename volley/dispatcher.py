@@ -17,7 +17,7 @@ import stamina
 import stamina.instrumentation
 from aiolimiter import AsyncLimiter
 
-from volley.batches import Batch, Shard
+from volley.batches import Batch, Shard, ShardFeed
 from volley.connector import Connector, ConnectorError
 from volley.outcomes import BatchOutcome, RowResults, Status
 from volley.resolution import Action, Resolution, classify_transport_error
@@ -75,11 +75,19 @@ class _RetryableError(Exception):
 
 @dataclass(slots=True)
 class _Ticket:
-    remaining: int
+    """The batches of one shard still without an outcome; done once none is left and none will follow."""
+
+    remaining: int = 0
+    closed: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def finish_one(self) -> None:
         self.remaining -= 1
+        if self.closed and self.remaining == 0:
+            self.done.set()
+
+    def close(self) -> None:
+        self.closed = True
         if self.remaining == 0:
             self.done.set()
 
@@ -142,13 +150,18 @@ class Dispatcher:
     def aborted(self) -> Resolution | None:
         return self._aborted
 
-    async def send_shard(self, shard: Shard) -> None:
-        """Queue every batch of the shard and return once each has an outcome."""
-        if not shard.batches:
-            return
-        ticket = _Ticket(len(shard.batches))
-        for batch in shard.batches:
-            await self._queue.put((batch, ticket))
+    async def send_shard(self, shard: Shard | ShardFeed) -> None:
+        """Queue every batch of the shard (a feed's as they come) and return once each has an outcome."""
+        ticket = _Ticket()
+        if isinstance(shard, ShardFeed):
+            async for batch in shard:
+                ticket.remaining += 1
+                await self._queue.put((batch, ticket))
+        else:
+            ticket.remaining = len(shard.batches)
+            for batch in shard.batches:
+                await self._queue.put((batch, ticket))
+        ticket.close()
         await ticket.done.wait()
 
     async def _work(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from volley.batches import Batch, Shard, batch_id_for
+from volley.batches import Batch, batch_id_for
 from volley.connector import RECIPIENT_KEY, Connector
 from volley.ledger import HISTORY_SCHEMA, UNANSWERED
 from volley.outcomes import Status
@@ -37,11 +37,11 @@ def _missing_key() -> pl.Expr:
 class SlicePlan:
     rows: int
     decided: pl.DataFrame  # outcomes settled before dispatch (invalid, skipped)
-    shards: list[Shard]
+    batches: list[Batch]  # in row order; the flow groups them into shards, across slices
 
     @property
-    def batches(self) -> int:
-        return sum(len(s.batches) for s in self.shards)
+    def rows_to_send(self) -> int:
+        return sum(len(b) for b in self.batches)
 
 
 @dataclass
@@ -57,7 +57,6 @@ class Planner:
     key: str
     run_key: str
     batch_rows: int
-    shard_batches: int
     source: str
     # Latest status per recipient key sent earlier under this run key (the ledger's history).
     history: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HISTORY_SCHEMA))
@@ -67,7 +66,6 @@ class Planner:
     # a distinct key (10 million 11-character keys: 171 MiB); on a tmpfs /tmp that is RAM.
     keys_dir: str | Path | None = None
     _seen: SeenKeys = field(init=False, repr=False, compare=False)
-    _shards: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self._seen = SeenKeys(directory=self.keys_dir)
@@ -221,7 +219,7 @@ class Planner:
         )
         return encoded.filter(size <= limit), oversized
 
-    def _cut(self, encoded: pl.DataFrame) -> list[Shard]:
+    def _cut(self, encoded: pl.DataFrame) -> list[Batch]:
         if encoded.height == 0:
             return []
         rows = encoded.select(
@@ -246,16 +244,10 @@ class Planner:
         )
         joined, keys_json = _binary_views(made["payload"].cast(pl.Binary)), made["keys_json"].to_list()
         index = _int64_view(rows["row_index"])
-        batches = [
+        return [
             Batch(batch_id_for(self.run_key, index[start:end]), rows.slice(start, end - start), joined[n], keys_json[n])
             for n, (start, end) in enumerate(bounds)
         ]
-        shards = []
-        for start in range(0, len(batches), self.shard_batches):
-            group = batches[start : start + self.shard_batches]
-            shards.append(Shard(f"shard-{self._shards:05d}", group))
-            self._shards += 1
-        return shards
 
 
 def _binary_views(values: pl.Series) -> list[memoryview]:
