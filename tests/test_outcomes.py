@@ -67,11 +67,23 @@ def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("row_index", "expected"),
-    [([0, 1, 1], "3 rows, 2 distinct"), ([0, 1], "2 rows"), ([1, 2, 3], r"in \[1, 3\]")],
+    [
+        ([0, 1, 1], "3 rows, 2 distinct"),
+        ([0, 1], "2 rows"),
+        ([1, 2, 3], r"in \[1, 3\]"),
+        ([0, 2, 2], "3 rows, 2 distinct"),
+        ([0, None, 2], "3 rows, 2 distinct row_index and 1 null"),
+        ([2, 0, 0], "3 rows, 2 distinct"),
+    ],
 )
-def test_the_invariant_catches_lost_and_doubled_rows(row_index: list[int], expected: str) -> None:
+def test_the_invariant_catches_lost_and_doubled_rows(row_index: list[int | None], expected: str) -> None:
     with pytest.raises(InvariantError, match=expected):
-        check_invariant(pl.DataFrame({"row_index": row_index}), expected_rows=3)
+        check_invariant(pl.DataFrame({"row_index": row_index}, schema={"row_index": pl.Int64}), expected_rows=3)
+
+
+@pytest.mark.parametrize("row_index", [[0, 1, 2], [2, 0, 1], [1, 0, 2]])
+def test_the_invariant_holds_for_every_index_once_in_any_order(row_index: list[int]) -> None:
+    check_invariant(pl.DataFrame({"row_index": row_index}), expected_rows=3)
 
 
 def test_finalize_refuses_a_record_that_breaks_the_invariant(tmp_path: Path) -> None:

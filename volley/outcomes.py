@@ -487,30 +487,38 @@ def _sent_frame(sent_rows: list[pl.DataFrame], cols: dict[str, list[Any]]) -> pl
 
 
 def check_invariant(frame: pl.DataFrame | pl.LazyFrame, expected_rows: int) -> None:
-    """Every row_index from 0 to n-1 exactly once."""
+    """Every row_index from 0 to n-1 exactly once.
+
+    A record sorted by row_index (as compaction writes it) holds it when it has n rows, no null
+    index, starts at 0 and steps by one: checked that way first (9 against 30-50 ms for 1M rows,
+    the last thing a run does); anything else is judged by counting its distinct indexes.
+    """
+    row_index = pl.col("row_index")
     stats = (
         frame.lazy()
         .select(
             pl.len().alias("rows"),
-            pl.col("row_index").n_unique().alias("unique"),
-            pl.col("row_index").min().alias("low"),
-            pl.col("row_index").max().alias("high"),
+            row_index.null_count().alias("nulls"),
+            row_index.min().alias("low"),
+            row_index.max().alias("high"),
+            (row_index.diff() == 1).all().alias("steps_of_one"),
         )
         .collect()
         .row(0, named=True)
     )
     if expected_rows == 0 and stats["rows"] == 0:
         return
-    if not (
-        stats["rows"] == expected_rows
-        and stats["unique"] == expected_rows
-        and stats["low"] == 0
-        and stats["high"] == expected_rows - 1
-    ):
-        raise InvariantError(
-            f"outcome invariant broken: {stats['rows']} rows, {stats['unique']} distinct row_index "
-            f"in [{stats['low']}, {stats['high']}], expected exactly 0..{expected_rows - 1}"
-        )
+    bounds = stats["rows"] == expected_rows and stats["low"] == 0 and stats["high"] == expected_rows - 1
+    if bounds and stats["nulls"] == 0 and stats["steps_of_one"]:
+        return
+    unique = frame.lazy().select(row_index.drop_nulls().n_unique()).collect().item()
+    if bounds and stats["nulls"] == 0 and unique == expected_rows:  # unsorted, but every index once
+        return
+    nulls = f" and {stats['nulls']} null" if stats["nulls"] else ""
+    raise InvariantError(
+        f"outcome invariant broken: {stats['rows']} rows, {unique} distinct row_index{nulls} "
+        f"in [{stats['low']}, {stats['high']}], expected exactly 0..{expected_rows - 1}"
+    )
 
 
 def read_outcomes(path: Path) -> pl.DataFrame:
