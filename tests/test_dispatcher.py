@@ -116,18 +116,20 @@ class Script:
 async def test_a_fed_shard_is_sent_as_its_batches_come_and_ends_once_closed_and_all_are_answered() -> None:
     work = batches(6)
     outcomes: list[str] = []
+    first_three = asyncio.Event()
     async with VendorClient(transport=httpx.MockTransport(Script())) as client:
 
         async def sink(batch: Batch, outcome: BatchOutcome) -> None:
             outcomes.append(batch.batch_id)
+            if len(outcomes) == 3:
+                first_three.set()
 
         async with Dispatcher(FakeConnector(), client, FAST, sink) as dispatcher:
             feed = ShardFeed("shard-00000", capacity=6, backlog=2)
             sending = asyncio.ensure_future(dispatcher.send_shard(feed))
             for batch in work[:3]:
                 await feed.put(batch)
-            while len(outcomes) < 3:  # sent before the rest of the shard is planned
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(first_three.wait(), timeout=5)  # sent before the rest is planned
             for batch in work[3:]:
                 await feed.put(batch)
             assert feed.full
