@@ -44,6 +44,7 @@ async def test_send_call_sends_the_calls_method_headers_and_body_and_the_clients
     assert response.request.method == "PUT"
     assert response.request.url == url
     assert response.request.headers["Authorization"] == "token"  # which token an answer accepted
+    assert response.raise_for_status() is response
     method, sent, body = seen[0]
     assert (method, body) == ("PUT", "é".encode())
     assert sent["Authorization"] == "token"
