@@ -48,6 +48,33 @@ def test_rows_from_planning_and_dispatch_compact_into_one_sorted_file(tmp_path: 
     assert out.counts == {"accepted": 2, "invalid": 1, "skipped": 1}
 
 
+def test_each_row_keeps_its_own_result_whether_the_batch_is_uniform_or_not(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    now = datetime.now(UTC)
+    mixed = RowResults(
+        ["accepted", "rejected", "accepted"],
+        [None, "RECIPIENT_NOT_FOUND", None],
+        [None, "no such recipient", None],
+        ["11", None, "13"],
+        [None, '{"why": 1}', None],
+    )
+    out.write_batch(Batch.of("b0", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))
+    out.write_batch(Batch.of("b1", [2, 3, 4], ["c", "d", "e"], ["{}"] * 3), BatchOutcome(mixed, 2, 200, now, now))
+    failed = RowResults.uniform(1, Status.FAILED, "HTTP_503", "down")
+    out.write_batch(Batch.of("b2", [5], ["f"], ["{}"]), BatchOutcome(failed, 6, 503, now, now))
+    rows = pl.read_parquet(out.finalize(expected_rows=6)).select(
+        "recipient_key", "batch_id", "status", "attempts", "error_code", "error_message", "vendor_ref", "details"
+    )
+    assert rows.rows() == [
+        ("a", "b0", "accepted", 1, None, None, "v", None),
+        ("b", "b0", "accepted", 1, None, None, "v", None),
+        ("c", "b1", "accepted", 2, None, None, "11", None),
+        ("d", "b1", "rejected", 2, "RECIPIENT_NOT_FOUND", "no such recipient", None, '{"why": 1}'),
+        ("e", "b1", "accepted", 2, None, None, "13", None),
+        ("f", "b2", "failed", 6, "HTTP_503", "down", None, None),
+    ]
+
+
 def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
     out = writer(tmp_path, flush_rows=3)
     out.write_batch(Batch.of("b1", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))

@@ -75,6 +75,10 @@ _STATISTICS_COLUMNS = [
 ]  # fmt: skip
 _PER_ROW = ("status", "error_code", "error_message", "vendor_ref", "details")  # beside each batch's rows
 _PER_BATCH = ("batch_id", "attempts", "http_status", "submitted_at", "completed_at")
+# Per-row results that are usually one value for the whole batch (every row accepted): kept once a
+# batch then, and per row only for batches where they vary. Per row, they were three quarters of a
+# part's conversion from Python lists (5.7 of 7.5 ms for 50k rows, measured).
+_MOSTLY_UNIFORM = ("status", "error_code", "error_message", "details")
 
 
 class InvariantError(AssertionError):
@@ -182,7 +186,8 @@ class OutcomeWriter:
 
     @staticmethod
     def _empty_columns() -> dict[str, list[Any]]:
-        return {name: [] for name in (*_PER_ROW, *_PER_BATCH, "rows")}
+        uniform = [f"{name}{_ONE}" for name in _MOSTLY_UNIFORM] + [f"{name}{_VARIES}" for name in _MOSTLY_UNIFORM]
+        return {name: [] for name in (*_PER_ROW, *_PER_BATCH, "rows", *uniform)}
 
     @property
     def flush_due(self) -> bool:
@@ -205,11 +210,20 @@ class OutcomeWriter:
         with self._lock:
             self._sent_rows.append(batch.rows)
             cols = self._columns
-            cols["status"].extend(results.status)
-            cols["error_code"].extend(results.error_code)
-            cols["error_message"].extend(results.error_message)
+            mostly_uniform: tuple[tuple[str, list[Any] | None], ...] = (
+                ("status", results.status),
+                ("error_code", results.error_code),
+                ("error_message", results.error_message),
+                ("details", results.details),
+            )
+            for name, values in mostly_uniform:
+                first = values[0] if values else None
+                varies = values is not None and values.count(first) != rows
+                cols[f"{name}{_ONE}"].append(None if varies else first)
+                cols[f"{name}{_VARIES}"].append(varies)
+                if varies:
+                    cols[name].extend(values)  # type: ignore[arg-type]
             cols["vendor_ref"].extend(results.vendor_ref)
-            cols["details"].extend(results.details if results.details is not None else [None] * rows)
             cols["batch_id"].append(batch.batch_id)
             cols["attempts"].append(outcome.attempts)
             cols["http_status"].append(outcome.http_status)
@@ -473,17 +487,33 @@ def _compact(parts: list[Path], target: Path, rows_per_pass: int) -> None:
                     writer.write_table(rows)
 
 
+_ONE = "__one"  # the batch's value, where it is one for every row
+_VARIES = "__varies"  # whether it varies within the batch (then it is among the per-row values)
+
+
 def _sent_frame(sent_rows: list[pl.DataFrame], cols: dict[str, list[Any]]) -> pl.DataFrame:
     """The batches' rows, their per-row results beside them, per-batch columns repeated for each row."""
     # One select after the concat: a select per batch frame measured 140 us each (34 ms a 50k-row part).
     rows = pl.concat(sent_rows, how="vertical", rechunk=False).select("row_index", "recipient_key")
-    per_row = pl.DataFrame({name: cols[name] for name in _PER_ROW}, schema={n: OUTCOME_SCHEMA[n] for n in _PER_ROW})
+    uniform = [f"{name}{_ONE}" for name in _MOSTLY_UNIFORM] + [f"{name}{_VARIES}" for name in _MOSTLY_UNIFORM]
+    schema: dict[str, pl.DataType] = {n: OUTCOME_SCHEMA[n] for n in _PER_BATCH}
+    schema |= {f"{n}{_ONE}": OUTCOME_SCHEMA[n] for n in _MOSTLY_UNIFORM}
+    schema |= {f"{n}{_VARIES}": pl.Boolean() for n in _MOSTLY_UNIFORM}
     per_batch = pl.DataFrame(
-        {name: cols[name] for name in (*_PER_BATCH, "rows")},
-        schema={**{n: OUTCOME_SCHEMA[n] for n in _PER_BATCH}, "rows": pl.Int64},
+        {name: cols[name] for name in (*_PER_BATCH, *uniform, "rows")}, schema=schema | {"rows": pl.Int64()}
     )
-    expanded = per_batch.select(pl.col(name).repeat_by("rows") for name in _PER_BATCH).explode(_PER_BATCH)
-    return pl.concat([rows, per_row, expanded], how="horizontal")
+    batch_of_row = pl.int_range(per_batch.height, eager=True).repeat_by(per_batch["rows"]).explode()
+    expanded = per_batch.select(*_PER_BATCH, *uniform)[batch_of_row]
+    results = [pl.Series("vendor_ref", cols["vendor_ref"], dtype=OUTCOME_SCHEMA["vendor_ref"])]
+    for name in _MOSTLY_UNIFORM:
+        one, varies = expanded[f"{name}{_ONE}"], expanded[f"{name}{_VARIES}"]
+        if not cols[name]:
+            results.append(one.alias(name))
+            continue
+        per_row = pl.Series(cols[name], dtype=OUTCOME_SCHEMA[name])
+        position = (varies.cast(pl.Int64).cum_sum() - 1).clip(0)
+        results.append(pl.select(pl.when(varies).then(per_row.gather(position)).otherwise(one)).to_series().alias(name))
+    return pl.concat([rows, pl.DataFrame(results), expanded.select(_PER_BATCH)], how="horizontal")
 
 
 def check_invariant(frame: pl.DataFrame | pl.LazyFrame, expected_rows: int) -> None:
