@@ -461,14 +461,14 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
             "ASCII with `\\uXXXX` escapes) are all built before the clock starts; after one login, Volley's own "
             "HTTP client (`volley.transport.make_client`: pyreqwest), on uvloop as `volley run` is, posts them "
             "from a fixed pool of workers "
-            "pulling from an `asyncio.Queue`. A short warm-up pass runs first; 8 and 16 workers are tried and the "
+            "pulling from an `asyncio.Queue`. A short warm-up pass runs first; 8, 16 and 32 workers are tried and the "
             "best is kept. It runs as often as Volley and dlt, taking turns with them, against a fresh simulator "
             "each time; the median is reported."
         )
     if "volley" in results:
         lines.append(
             "- **Volley**: `volley run SPEC --base-url SIM/responsys --run-key bench-... --results-dir TMP` as a "
-            "subprocess (concurrency 16, no rate limit, timeout 30 s), with a fresh `PREFECT_HOME` and the embedded "
+            "subprocess (concurrency 32, no rate limit, timeout 30 s), with a fresh `PREFECT_HOME` and the embedded "
             "Prefect server. The rate is accepted recipients / `elapsed_seconds` of the run's `summary.json` "
             "(planning, validation, encoding, sending and outcome compaction; not the Prefect server start). The "
             "wall time of the whole command is given too. Peak memory: psutil samples the RSS of the `volley` "
