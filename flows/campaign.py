@@ -177,21 +177,22 @@ async def _run(
     slices = run.plan_slices()
     shards = _Shards(campaign.spec.shard_batches, campaign.spec.shards_in_flight)
     stopped: InputError | None = None
-    async with run.dispatching() as dispatcher:
-        upcoming = asyncio.ensure_future(plan_next_slice(slices))
-        try:
-            while (plan := await upcoming) is not None:
-                # Plan the next slice while this one is sent: the workers wait only when planning is slower.
-                upcoming = asyncio.ensure_future(plan_next_slice(slices))
-                for batch in plan.batches:
-                    await shards.put(dispatcher, batch)
-        except InputError as exc:  # the source failed mid-way: finish what was queued, keep it all
-            stopped = exc
-        except BaseException:
-            upcoming.cancel()
-            raise
-        await shards.close()
-        await shards.wait()
+    upcoming = asyncio.ensure_future(plan_next_slice(slices))  # the first, while the HTTP client is made
+    try:
+        async with run.dispatching() as dispatcher:
+            try:
+                while (plan := await upcoming) is not None:
+                    # Plan the next slice while this one is sent: the workers wait only when planning is slower.
+                    upcoming = asyncio.ensure_future(plan_next_slice(slices))
+                    for batch in plan.batches:
+                        await shards.put(dispatcher, batch)
+            except InputError as exc:  # the source failed mid-way: finish what was queued, keep it all
+                stopped = exc
+            await shards.close()
+            await shards.wait()
+    except BaseException:
+        upcoming.cancel()
+        raise
     if stopped is not None:
         summary = await run.abandon(str(stopped))
         logger.error("stopped: %s; %d outcomes kept in %s", stopped, sum(summary.counts.values()), summary.outcome_path)
