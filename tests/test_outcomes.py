@@ -172,6 +172,19 @@ def test_stretches_complete_during_the_run_are_compacted_before_finalize(tmp_pat
     assert not compacted.exists()
 
 
+def test_once_active_a_stretch_is_compacted_from_the_rows_kept_in_memory(tmp_path: Path) -> None:
+    out = writer(tmp_path, flush_rows=2)
+    out.compact_rows = 2
+    out.compact_from_now()
+    out.write_batch(Batch.of("b0", [0], ["k0"], ["{}"]), sent(1))
+    out.write_part(out.detach())
+    (first_part,) = out.parts_dir.glob("part-*.parquet")
+    first_part.write_bytes(b"not parquet")  # the stretch must not need the file again
+    out.write_batch(Batch.of("b1", [1], ["k1"], ["{}"]), sent(1))
+    out.write_part(out.detach())
+    assert pl.read_parquet(out.finalize(expected_rows=2))["recipient_key"].to_list() == ["k0", "k1"]
+
+
 def test_a_row_of_a_stretch_already_compacted_is_judged_on_every_part(tmp_path: Path) -> None:
     out = writer(tmp_path, flush_rows=2)
     out.compact_rows = 2

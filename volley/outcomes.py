@@ -181,7 +181,7 @@ class OutcomeWriter:
     def _stretches(self) -> _StretchCompactor:
         with self._lock:
             if self._compactor is None:
-                self._compactor = _StretchCompactor(self._compacted_path, self.parts_dir, self.compact_rows)
+                self._compactor = _StretchCompactor(self._compacted_path, self.compact_rows)
             return self._compactor
 
     @staticmethod
@@ -360,18 +360,18 @@ class _StretchCompactor:
     shorter in 6 of 7 alternating pairs; its peak RSS stayed within 20 MiB (measured).
 
     A stretch is read from the parts whose row-index range meets it: from memory when the compactor
-    was active as they were written (it keeps their rows until written out), else from those files
-    only. Scanning every part file for each stretch took 0.5 s of a 1M-row run's 20 parts.
-    Once active, the rows kept are those of stretches not yet complete: the batches still in flight.
+    was active as they were written (it keeps their rows until their stretches are written: once
+    planning is done, those of the batches still out), else from those part files only, not from
+    every part file of the run (1M rows in 20 parts, every stretch written: 0.51-0.58 s reading
+    every file, 0.48-0.49 s the meeting ones, measured apart).
 
     It counts rows, it does not check them: a row of a stretch already written, a null row index
     or a stretch over `n` rows spoils it, and `finish` says so. The invariant is still checked on
     the file it leaves.
     """
 
-    def __init__(self, target: Path, parts_dir: Path, rows_per_stretch: int) -> None:
+    def __init__(self, target: Path, rows_per_stretch: int) -> None:
         self.target = target
-        self.parts_dir = parts_dir
         self.rows = rows_per_stretch
         self._counts: dict[int, int] = {}
         self._parts: list[_NotedPart] = []
