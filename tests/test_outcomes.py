@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from volley.batches import Batch
@@ -73,6 +75,17 @@ def test_each_row_keeps_its_own_result_whether_the_batch_is_uniform_or_not(tmp_p
         ("e", "b1", "accepted", 2, None, None, "13", None),
         ("f", "b2", "failed", 6, "HTTP_503", "down", None, None),
     ]
+
+
+def test_the_record_reads_as_plain_strings_int16_and_utc_times_without_polars(tmp_path: Path) -> None:
+    out = writer(tmp_path)
+    out.write_batch(Batch.of("b0", [0, 1], ["a", "é"], ["{}"] * 2), sent(2))
+    path = out.finalize(expected_rows=2)
+    schema = pq.read_schema(path)  # what pyarrow, DuckDB or Spark see: no Arrow string views
+    assert schema.field("recipient_key").type == pa.string()
+    assert schema.field("attempts").type == pa.int16()
+    assert schema.field("submitted_at").type == pa.timestamp("us", tz="UTC")
+    assert pq.read_table(path).column("recipient_key").to_pylist() == ["a", "é"]
 
 
 def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
