@@ -134,7 +134,9 @@ class Planner:
             pl.col(ROW_INDEX).cast(pl.Int64),
             pl.col(self.key).cast(pl.String, strict=False).str.strip_chars().alias(RECIPIENT_KEY),
         ).sort(ROW_INDEX)
-        frame = frame.join(self._first_rows(frame), on=RECIPIENT_KEY, how="left", nulls_equal=False)
+        frame = frame.join(
+            self._first_rows(frame), on=RECIPIENT_KEY, how="left", nulls_equal=False, maintain_order="left"
+        )
         frame = self._with_prior(frame).with_columns(self._decision().alias("__decided")).sort(ROW_INDEX)
         early = frame.filter(pl.col("__decided").is_not_null()).select(
             pl.col(ROW_INDEX).alias("row_index"),
@@ -170,8 +172,10 @@ class Planner:
         Only those keys, usually none: joining every row of the slice to its key's first row made
         the steps before validation cost 0.7 s of CPU for 1M rows, against 0.4 s now (measured).
         """
-        present = frame.filter(~_missing_key()).select(RECIPIENT_KEY, ROW_INDEX)
-        first_here = pl.col(RECIPIENT_KEY).is_first_distinct()  # the slice is in row order
+        present = frame.filter(~_missing_key()).select(
+            RECIPIENT_KEY, ROW_INDEX, pl.col(RECIPIENT_KEY).is_first_distinct().alias("__first_here")
+        )  # the slice is in row order
+        first_here = pl.col("__first_here")
         in_slice = present.filter(first_here).select(RECIPIENT_KEY, pl.col(ROW_INDEX).alias(FIRST_ROW))
         earlier = self._seen.first_rows(in_slice)  # keys met in an earlier slice, with their first row
         repeated = present.filter(~first_here)[RECIPIENT_KEY]
@@ -196,7 +200,7 @@ class Planner:
         prior = self.history.filter(pl.col(RECIPIENT_KEY).is_in(frame[RECIPIENT_KEY].drop_nulls().implode())).select(
             RECIPIENT_KEY, pl.col("status").alias("__prior_status"), pl.col("run_id").alias("__prior_run")
         )
-        return frame.join(prior, on=RECIPIENT_KEY, how="left", nulls_equal=False)
+        return frame.join(prior, on=RECIPIENT_KEY, how="left", nulls_equal=False, maintain_order="left")
 
     def _encode(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Encode valid rows; rows whose fragment is over the vendor's size limit become `invalid`."""
