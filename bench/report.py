@@ -468,7 +468,8 @@ def _how_measured(results: dict[str, Any]) -> list[str]:
     if "volley" in results:
         lines.append(
             "- **Volley**: `volley run SPEC --base-url SIM/responsys --run-key bench-... --results-dir TMP` as a "
-            "subprocess (concurrency 32, no rate limit, timeout 30 s), with a fresh `PREFECT_HOME` and the embedded "
+            "subprocess (concurrency 32, no rate limit, timeout 30 s), with a `PREFECT_HOME` of the benchmark's own "
+            "(new for each `python -m bench`, shared by its Volley runs) and the embedded "
             "Prefect server. The rate is accepted recipients / `elapsed_seconds` of the run's `summary.json` "
             "(planning, validation, encoding, sending and outcome compaction; not the Prefect server start). The "
             "wall time of the whole command is given too. Peak memory: psutil samples the RSS of the `volley` "
