@@ -20,7 +20,7 @@ from prefect.context import get_run_context
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
-from volley.batches import Batch, ShardFeed
+from volley.batches import Batch, Shard
 from volley.campaign import Campaign, CampaignRun, RunOptions
 from volley.dispatcher import Dispatcher
 from volley.errors import InputError
@@ -59,7 +59,7 @@ async def plan_next_slice(slices: Iterator[SlicePlan]) -> SlicePlan | None:
 
 
 @task(name="send-shard", cache_policy=NO_CACHE, task_run_name="send-{shard_id}")
-async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: ShardFeed) -> int:
+async def send_shard(dispatcher: Dispatcher, shard_id: str, shard: Shard) -> int:
     await dispatcher.send_shard(shard)
     return shard.rows
 
@@ -77,8 +77,8 @@ class _Shards:
     def __init__(self, size: int, in_flight: int) -> None:
         self._size = size
         self._limit = in_flight
-        self._backlog = size if size < _BACKLOG_BATCHES else _BACKLOG_BATCHES
-        self._feed: ShardFeed | None = None
+        self._backlog = min(size, _BACKLOG_BATCHES)
+        self._feed: Shard | None = None
         self._tasks: set[asyncio.Task[int]] = set()
         self._count = 0
 
@@ -89,7 +89,7 @@ class _Shards:
                 done, self._tasks = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 for finished in done:
                     finished.result()
-            self._feed = ShardFeed(f"shard-{self._count:05d}", self._size, self._backlog)
+            self._feed = Shard(f"shard-{self._count:05d}", self._size, self._backlog)
             self._count += 1
             task = send_shard(_quoted(dispatcher), self._feed.shard_id, _quoted(self._feed))
             self._tasks.add(asyncio.create_task(task))

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from pandera.api.polars.model import DataFrameModel
 
-from volley.batches import Batch, Shard, ShardFeed
+from volley.batches import Batch, Shard
 from volley.connector import Call, ConnectionParams, Connector, ConnectorError, VendorParams
 from volley.dispatcher import Dispatcher, DispatchPolicy
 from volley.outcomes import BatchOutcome, RowResults, Status
@@ -88,7 +88,7 @@ async def dispatch(
     async with VendorClient(transport=httpx.MockTransport(handler)) as client:
         dispatcher = Dispatcher(connector or FakeConnector(), client, policy, sink)
         async with dispatcher:
-            await dispatcher.send_shard(Shard("s0", work))
+            await dispatcher.send_shard(Shard.of("s0", work))
     assert set(outcomes) == {b.batch_id for b in work}
     return outcomes, dispatcher
 
@@ -125,7 +125,7 @@ async def test_a_fed_shard_is_sent_as_its_batches_come_and_ends_once_closed_and_
                 first_three.set()
 
         async with Dispatcher(FakeConnector(), client, FAST, sink) as dispatcher:
-            feed = ShardFeed("shard-00000", capacity=6, backlog=2)
+            feed = Shard("shard-00000", capacity=6, backlog=2)
             sending = asyncio.ensure_future(dispatcher.send_shard(feed))
             for batch in work[:3]:
                 await feed.put(batch)
@@ -307,7 +307,7 @@ async def test_a_request_too_large_is_split_until_it_fits() -> None:
 
         dispatcher = Dispatcher(Sized(), client, FAST, sink)
         async with dispatcher:
-            await dispatcher.send_shard(Shard("s", batches(1, rows=10)))
+            await dispatcher.send_shard(Shard.of("s", batches(1, rows=10)))
     assert sizes == [10, 5, 2, 3, 5, 2, 3]
     assert [p[0] for p in parts] == ["b0.1.1", "b0.1.2", "b0.2.1", "b0.2.2"]
     assert sum(len(p[1]) for p in parts) == 10
@@ -326,7 +326,7 @@ async def test_an_hourly_quota_lets_a_burst_through_then_paces() -> None:
 
         dispatcher = Dispatcher(FakeConnector(), client, policy, sink)
         async with dispatcher:
-            sending = asyncio.ensure_future(dispatcher.send_shard(Shard("s", work)))
+            sending = asyncio.ensure_future(dispatcher.send_shard(Shard.of("s", work)))
             await asyncio.sleep(0.3)
             assert sum(script.seen.values()) == 3, "the fourth request waits for the quota"
             sending.cancel()
@@ -352,7 +352,7 @@ async def test_nothing_is_sent_without_its_intent_on_record_and_a_broken_record_
     async with VendorClient(transport=httpx.MockTransport(script)) as client:
         dispatcher = Dispatcher(FakeConnector(), client, DispatchPolicy(concurrency=1), sink, intend)
         async with dispatcher:
-            await dispatcher.send_shard(Shard("s", batches(5)))
+            await dispatcher.send_shard(Shard.of("s", batches(5)))
     assert sorted(script.seen) == intents == ["b0", "b1"]
     assert dispatcher.aborted is not None
     assert dispatcher.aborted.error_code == "LEDGER_UNAVAILABLE"
@@ -366,4 +366,4 @@ async def test_an_outcome_that_cannot_be_recorded_fails_the_run_instead_of_hangi
         dispatcher = Dispatcher(FakeConnector(), client, FAST, sink)
         with pytest.raises(OSError, match="disk full"):
             async with dispatcher:
-                await asyncio.wait_for(dispatcher.send_shard(Shard("s", batches(3))), timeout=10)
+                await asyncio.wait_for(dispatcher.send_shard(Shard.of("s", batches(3))), timeout=10)

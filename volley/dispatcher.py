@@ -17,7 +17,7 @@ import stamina
 import stamina.instrumentation
 from aiolimiter import AsyncLimiter
 
-from volley.batches import Batch, Shard, ShardFeed
+from volley.batches import Batch, Shard
 from volley.connector import Connector, ConnectorError
 from volley.outcomes import BatchOutcome, RowResults, Status
 from volley.resolution import Action, Resolution, classify_transport_error
@@ -150,17 +150,12 @@ class Dispatcher:
     def aborted(self) -> Resolution | None:
         return self._aborted
 
-    async def send_shard(self, shard: Shard | ShardFeed) -> None:
-        """Queue every batch of the shard (a feed's as they come) and return once each has an outcome."""
+    async def send_shard(self, shard: Shard) -> None:
+        """Queue every batch of the shard as it comes and return once each has an outcome."""
         ticket = _Ticket()
-        if isinstance(shard, ShardFeed):
-            async for batch in shard:
-                ticket.remaining += 1
-                await self._queue.put((batch, ticket))
-        else:
-            ticket.remaining = len(shard.batches)
-            for batch in shard.batches:
-                await self._queue.put((batch, ticket))
+        async for batch in shard:
+            ticket.remaining += 1
+            await self._queue.put((batch, ticket))
         ticket.close()
         await ticket.done.wait()
 
