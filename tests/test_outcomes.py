@@ -83,9 +83,13 @@ def test_the_record_reads_as_plain_strings_int16_and_utc_times_without_polars(tm
     path = out.finalize(expected_rows=2)
     schema = pq.read_schema(path)  # what pyarrow, DuckDB or Spark see: no Arrow string views
     assert schema.field("recipient_key").type == pa.string()
+    assert schema.field("run_id").type == pa.string()  # written from a dictionary of the run's one value
     assert schema.field("attempts").type == pa.int16()
     assert schema.field("submitted_at").type == pa.timestamp("us", tz="UTC")
-    assert pq.read_table(path).column("recipient_key").to_pylist() == ["a", "é"]
+    table = pq.read_table(path)
+    assert table.column("recipient_key").to_pylist() == ["a", "é"]
+    identity = table.select(["run_id", "run_key", "campaign", "vendor"]).to_pylist()
+    assert identity == [{"run_id": "run-1", "run_key": "2026-11-23", "campaign": "campaign", "vendor": "responsys"}] * 2
 
 
 def test_parts_are_written_whole_as_batches_finish(tmp_path: Path) -> None:
