@@ -295,7 +295,7 @@ class IntileryConnector(Connector):
         status: list[str] = []
         codes: list[str | None] = []
         messages: list[str | None] = []
-        refs: list[str | None] = []
+        refs: list[str | int | None] = []
         for result in results:
             one = _read_one(result, 1)
             status.append(one.status[0])

@@ -57,7 +57,7 @@ def test_each_row_keeps_its_own_result_whether_the_batch_is_uniform_or_not(tmp_p
         ["accepted", "rejected", "accepted"],
         [None, "RECIPIENT_NOT_FOUND", None],
         [None, "no such recipient", None],
-        ["11", None, "13"],
+        [11, None, 13],  # integer ids (Responsys's), beside other batches' text: all recorded as text
         [None, '{"why": 1}', None],
     )
     out.write_batch(Batch.of("b0", [0, 1], ["a", "b"], ["{}"] * 2), sent(2))

@@ -129,22 +129,22 @@ def test_per_recipient_results_map_in_order(tmp_path: Path) -> None:
     assert results.status == ["rejected", "accepted", "rejected"]
     assert results.error_code == ["MULTIPLE_RECIPIENTS_FOUND", None, "RECIPIENT_REJECTED"]
     assert results.error_message[2] == "The expected mandatory column RSYS_GEN_FENCE_NAME is missing."
-    assert results.vendor_ref == [None, "8147", "25667"]
+    assert results.vendor_ref == [None, 8147, 25667]  # the record holds their text
 
 
 @pytest.mark.usefixtures("responsys_credentials")
 @pytest.mark.parametrize(
     ("answer", "status", "refs"),
     [
-        ([{"recipientId": 7, "success": True}, {"recipientId": -1, "success": True}], ["accepted"] * 2, ["7", None]),
+        ([{"recipientId": 7, "success": True}, {"recipientId": -1, "success": True}], ["accepted"] * 2, [7, None]),
         ([{"recipientId": True, "success": True}, {"success": True}], ["accepted"] * 2, [None, None]),
-        ([{"recipientId": 7, "success": 1}, {"recipientId": 8, "success": True}], ["rejected", "accepted"], ["7", "8"]),
+        ([{"recipientId": 7, "success": 1}, {"recipientId": 8, "success": True}], ["rejected", "accepted"], [7, 8]),
         ([{"recipientId": 7, "success": True}, ["not", "an", "object"]], ["in_doubt"] * 2, [None, None]),
     ],
     ids=["unresolved-id", "odd-or-missing-id", "success-not-true", "not-objects"],
 )
 def test_unusual_results_are_read_result_by_result(
-    tmp_path: Path, answer: list[Any], status: list[str], refs: list[str | None]
+    tmp_path: Path, answer: list[Any], status: list[str], refs: list[int | None]
 ) -> None:
     results = make_connector(tmp_path).decode(Batch.of("b", [0, 1], ["a", "b"], ["{}", "{}"]), response(200, answer))
     assert results.status == status

@@ -103,7 +103,7 @@ class RowResults:
     status: list[str]
     error_code: list[str | None]
     error_message: list[str | None]
-    vendor_ref: list[str | None]
+    vendor_ref: list[str | int | None]  # an integer id (Responsys recipientId) is recorded as its text
     details: list[str | None] | None = None
 
     @classmethod
@@ -525,7 +525,9 @@ def _sent_frame(sent_rows: list[pl.DataFrame], cols: dict[str, list[Any]]) -> pl
     )
     batch_of_row = pl.int_range(per_batch.height, eager=True).repeat_by(per_batch["rows"]).explode()
     expanded = per_batch.select(*_PER_BATCH, *_UNIFORM_COLUMNS)[batch_of_row]
-    results = [pl.Series("vendor_ref", cols["vendor_ref"], dtype=OUTCOME_SCHEMA["vendor_ref"])]
+    # Text, or integer ids (Responsys's recipientIds): cast to text here, in one go.
+    vendor_ref = pl.Series("vendor_ref", cols["vendor_ref"], strict=False).cast(OUTCOME_SCHEMA["vendor_ref"])
+    results = [vendor_ref]
     for name in _MOSTLY_UNIFORM:
         one, varies = expanded[f"{name}{_ONE}"], expanded[f"{name}{_VARIES}"]
         if not cols[name]:
