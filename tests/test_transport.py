@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -121,6 +122,23 @@ async def test_an_answer_slower_than_the_timeout_is_a_read_timeout_in_doubt() ->
     async with await _serve(slow) as server, make_client(2, 0.3, 5.0) as client:
         with pytest.raises(httpx.ReadTimeout) as caught:
             await client.send_call(Call("POST", str(server.make_url("/a")), content=b"{}"))
+    assert classify_transport_error(caught.value, repeat_safe=False).action is Action.IN_DOUBT
+
+
+async def test_a_body_slower_than_the_timeout_is_a_read_timeout_in_doubt() -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "20"})
+        await response.prepare(request)  # the status and headers come at once
+        await response.write(b"x" * 10)
+        await asyncio.sleep(2.0)  # the rest of the body does not
+        await response.write(b"x" * 10)
+        return response
+
+    async with await _serve(stalls) as server, make_client(2, 0.3, 5.0) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout) as caught:
+            await client.send_call(Call("POST", str(server.make_url("/a")), content=b"{}"))
+    assert time.monotonic() - started < 1.5  # the answer's time limit covers reading its body
     assert classify_transport_error(caught.value, repeat_safe=False).action is Action.IN_DOUBT
 
 

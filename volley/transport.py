@@ -8,7 +8,6 @@ the event loop, against 290 us, all of it on the loop, for httpx over the aiohtt
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -59,19 +58,21 @@ class NativeTransport(httpx.AsyncBaseTransport):
         answer_seconds: float | None,
         form: Mapping[str, str] | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One request, its answer (status, headers, body) read whole within `answer_seconds` (from
-        the request on: a connection is there, or made within the client's connect timeout).
-        Failures are httpx's `TransportError`s, as `as_httpx_error` maps them."""
+        """One request, its answer (status, headers, body) read whole within `answer_seconds` of the
+        request (connecting included: a connection is there, or made within the client's connect
+        timeout). Failures are httpx's `TransportError`s, as `as_httpx_error` maps them.
+
+        The time limit is reqwest's own: `asyncio.timeout` around the request cost the event loop
+        about 20 us a request more (a timer made and cancelled on the loop each time; measured)."""
         builder = self._client.request(method, url).headers(headers)
         builder = builder.form(dict(form)) if form is not None else builder.body_bytes(content or b"")
+        if answer_seconds is not None:
+            builder = builder.timeout(_duration(answer_seconds))
         try:
-            async with asyncio.timeout(answer_seconds):
-                response = await builder.build().send()
-                body = await response.bytes()
+            response = await builder.build().send()
+            body = await response.bytes()
         except PyreqwestError as exc:
             raise as_httpx_error(exc) from exc
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no answer within {answer_seconds:g} s") from None
         return response.status, list(response.headers.items()), bytes(body)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -143,6 +144,11 @@ class _CallAnswer(httpx.Response):
     def raise_for_status(self) -> httpx.Response:
         _ = self.request  # httpx reads the private attribute there
         return super().raise_for_status()
+
+
+@functools.lru_cache(maxsize=16)
+def _duration(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
 @functools.lru_cache(maxsize=256)
