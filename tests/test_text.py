@@ -69,6 +69,14 @@ def test_non_ascii_becomes_utf16_escapes_and_stays_valid_json() -> None:
     assert [json.loads(text) for text in encoded] == AWKWARD
 
 
+def test_a_column_of_few_distinct_non_ascii_values_is_escaped_value_by_value() -> None:
+    values = ["Zoë", "Søren", "Mia", None, "東京 Tote 😀"] * 30  # 3 distinct to escape in 150 rows
+    frame = pl.DataFrame({"v": values})
+    encoded = frame.select(ascii_json_string(frame["v"])).to_series().to_list()
+    assert encoded[:5] == ['"Zo\\u00EB"', '"S\\u00F8ren"', '"Mia"', None, '"\\u6771\\u4EAC Tote \\uD83D\\uDE00"']
+    assert [None if text is None else json.loads(text) for text in encoded] == values
+
+
 @pytest.mark.parametrize(
     "values",
     [["C1", "SKU-001", ""], ["Zoë", "東京 Tote", "Party 🎉"], ['say "hi"', "a\\b", "tab\t"]],
