@@ -18,6 +18,7 @@ __all__ = [
     "json_object",
     "json_string",
     "json_string_array",
+    "json_string_arrays",
     "json_value",
     "non_ascii_characters",
 ]
@@ -124,6 +125,15 @@ def json_string_array(values: pl.Series) -> pl.Expr:
     if _needs_json_escapes(values):
         return pl.format("[{}]", json_string(column).str.join(","))
     return pl.format('["{}"]', column.str.join('","'))
+
+
+def json_string_arrays(values: pl.Series, width: int) -> pl.Series:
+    """The text column `values`, `width` values at a time in order, as JSON arrays of strings (its
+    length a multiple of `width`): `json_string_array` for runs of equal length, without grouping."""
+    if _needs_json_escapes(values):
+        quoted = values.to_frame().select(json_string(pl.col(values.name))).to_series()
+        return "[" + quoted.reshape((-1, width)).arr.join(",") + "]"
+    return '["' + values.reshape((-1, width)).arr.join('","') + '"]'
 
 
 def json_value(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
