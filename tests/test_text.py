@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 
 from volley.text import (
+    JsonPart,
+    RequiredArray,
     RequiredObject,
     ascii_json_string,
     escape_non_ascii,
@@ -49,6 +51,18 @@ def test_a_required_object_is_one_concatenation_with_nested_objects_and_constant
     expected = [{"a": a, "inner": {"b": b, "fixed": "const"}, "n": 7} for a, b in zip(AWKWARD, "12345", strict=True)]
     assert decoded == expected
     assert pl.DataFrame({"a": ["x"]}).select(RequiredObject([]).expr()).item() == "{}"
+
+
+def test_a_required_array_of_objects_is_written_in_its_object_s_concatenation() -> None:
+    frame = pl.DataFrame({"a": AWKWARD, "b": ["1", "2", "3", "4", "5"]})
+    items: list[JsonPart | RequiredObject] = [
+        RequiredObject([("name", '"A"'), ("value", json_string(pl.col("a")))]),
+        json_string(pl.col("b")),
+    ]
+    expr = RequiredObject([("data", RequiredArray(items)), ("none", RequiredArray([]))]).expr()
+    decoded = [json.loads(text) for text in frame.select(expr).to_series()]
+    expected = [{"data": [{"name": "A", "value": a}, b], "none": []} for a, b in zip(AWKWARD, "12345", strict=True)]
+    assert decoded == expected
 
 
 def test_a_required_object_with_a_null_value_is_null() -> None:

@@ -10,6 +10,7 @@ import polars as pl
 
 __all__ = [
     "JsonPart",
+    "RequiredArray",
     "RequiredObject",
     "as_text",
     "ascii_json_string",
@@ -172,11 +173,11 @@ class RequiredObject:
 
     parts: list[JsonPart]
 
-    def __init__(self, fields: Sequence[tuple[str, JsonPart | RequiredObject]]) -> None:
+    def __init__(self, fields: Sequence[tuple[str, JsonPart | RequiredObject | RequiredArray]]) -> None:
         parts: list[JsonPart] = []
         for position, (key, value) in enumerate(fields):
             parts.append(("{" if position == 0 else ",") + json.dumps(key, ensure_ascii=False) + ":")
-            parts.extend(value.parts if isinstance(value, RequiredObject) else [value])
+            parts.extend(value.parts if isinstance(value, RequiredObject | RequiredArray) else [value])
         parts.append("}" if fields else "{}")
         self.parts = parts
 
@@ -195,6 +196,23 @@ class RequiredObject:
         if text:
             merged.append(pl.lit(text))
         return pl.concat_str(merged)
+
+
+class RequiredArray:
+    """`[item, ...]` whose items are never null, kept as parts like `RequiredObject`, which writes it
+    in its own concatenation: `json_array`, which leaves null items out, makes each item, then
+    their list, then the brackets, each a new column."""
+
+    parts: list[JsonPart]
+
+    def __init__(self, items: Sequence[JsonPart | RequiredObject]) -> None:
+        parts: list[JsonPart] = ["["]
+        for position, item in enumerate(items):
+            if position:
+                parts.append(",")
+            parts.extend(item.parts if isinstance(item, RequiredObject) else [item])
+        parts.append("]")
+        self.parts = parts
 
 
 def json_array(items: Sequence[pl.Expr]) -> pl.Expr:
