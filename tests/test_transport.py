@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
-from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, ReadError, RequestPanicError
+from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PoolTimeoutError, ReadError, RequestPanicError
 
 from sim.context import reset_connection
 from volley.connector import Call
@@ -205,6 +205,7 @@ def _causes(*messages: str) -> dict[str, Any]:
         (ConnectTimeoutError, _causes("operation timed out"), httpx.ReadTimeout),
         (ReadError, _causes("error reading a body from connection"), httpx.ReadError),
         (RequestPanicError, {"causes": None}, httpx.ReadError),
+        (PoolTimeoutError, {"causes": None}, httpx.PoolTimeout),  # no free connection in time: never sent
     ],
 )
 def test_only_a_failure_while_connecting_says_the_request_never_left(

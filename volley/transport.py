@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.exceptions import PyreqwestError, RequestTimeoutError
+from pyreqwest.exceptions import PoolTimeoutError, PyreqwestError, RequestTimeoutError
 
 from volley.connector import Call
 
@@ -31,9 +31,11 @@ _CONNECTING = "client error (Connect)"
 
 
 def as_httpx_error(exc: PyreqwestError) -> httpx.TransportError:
-    """The httpx error that says the same of the request: `ConnectError`/`ConnectTimeout` only when
-    it failed while connecting (it never left); otherwise `ReadTimeout` or `ReadError` (it may have
-    reached the vendor)."""
+    """The httpx error that says the same of the request: `PoolTimeout` when no connection was free
+    within its time limit, `ConnectError`/`ConnectTimeout` only when it failed while connecting
+    (either way it never left); otherwise `ReadTimeout` or `ReadError` (it may have reached the vendor)."""
+    if isinstance(exc, PoolTimeoutError):  # raised only while waiting for pyreqwest's connection limit
+        return httpx.PoolTimeout(exc.message)
     details = getattr(exc, "details", None) or {}
     causes = details.get("causes") or []
     connecting = any(cause.get("message") == _CONNECTING for cause in causes)
