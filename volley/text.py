@@ -91,7 +91,7 @@ def json_string(value: pl.Expr) -> pl.Expr:
     return _quoted(value.str.replace_many(_SPECIAL, _SPECIAL_ESCAPES))  # one pass for all of them
 
 
-_FEW = 20  # `ascii_json_string` looks escaped values up when at most one row in _FEW has a distinct one
+_FEW = 20  # `ascii_json_string` escapes value by value when a column has at most one such value in _FEW rows
 
 
 def ascii_json_string(values: pl.Series) -> pl.Expr:
