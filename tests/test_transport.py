@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import json
 import socket
-import time
 from typing import Any
 
 import httpx
@@ -135,10 +134,8 @@ async def test_a_body_slower_than_the_timeout_is_a_read_timeout_in_doubt() -> No
         return response
 
     async with await _serve(stalls) as server, make_client(2, 0.3, 5.0) as client:
-        started = time.monotonic()
-        with pytest.raises(httpx.ReadTimeout) as caught:
+        with pytest.raises(httpx.ReadTimeout) as caught:  # the whole body would come, 2 s late
             await client.send_call(Call("POST", str(server.make_url("/a")), content=b"{}"))
-    assert time.monotonic() - started < 1.5  # the answer's time limit covers reading its body
     assert classify_transport_error(caught.value, repeat_safe=False).action is Action.IN_DOUBT
 
 
